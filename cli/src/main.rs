@@ -108,7 +108,10 @@ fn main() -> std::process::ExitCode {
         .with_target(false)
         .init();
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     match rt.block_on(run(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -138,7 +141,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}", key.public());
             Ok(())
         }
-        Command::Put { file, key, nodes, replicas, manifest_out, chunk_bytes, grant_ttl_secs, no_progress } => {
+        Command::Put {
+            file,
+            key,
+            nodes,
+            replicas,
+            manifest_out,
+            chunk_bytes,
+            grant_ttl_secs,
+            no_progress,
+        } => {
             let key = read_secret(&key)?;
             let manifest = manifest_of_file(&file, chunk_bytes, !no_progress)?;
             let manifest_out = manifest_out.unwrap_or_else(|| {
@@ -146,18 +158,31 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 p.push(".manifest");
                 PathBuf::from(p)
             });
-            std::fs::write(&manifest_out, manifest.encode()).with_context(|| format!("writing {}", manifest_out.display()))?;
+            std::fs::write(&manifest_out, manifest.encode())
+                .with_context(|| format!("writing {}", manifest_out.display()))?;
             put(&file, &manifest, &key, &nodes, replicas, grant_ttl_secs, !no_progress).await?;
             println!("{}", manifest.file_id());
             Ok(())
         }
-        Command::Fetch { manifest, nodes, out, limit_rate, json, no_progress } => {
+        Command::Fetch {
+            manifest,
+            nodes,
+            out,
+            limit_rate,
+            json,
+            no_progress,
+        } => {
             let bytes = std::fs::read(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
-            let manifest = Manifest::decode_self_checked(&bytes).with_context(|| format!("{} is not a valid manifest", manifest.display()))?;
+            let manifest = Manifest::decode_self_checked(&bytes)
+                .with_context(|| format!("{} is not a valid manifest", manifest.display()))?;
             fetch(&manifest, nodes, &out, limit_rate, json, !no_progress).await
         }
         Command::Stats { node, json } => {
-            let stats = net::connect(node).await.with_context(|| format!("connecting to {node}"))?.stats().await?;
+            let stats = net::connect(node)
+                .await
+                .with_context(|| format!("connecting to {node}"))?
+                .stats()
+                .await?;
             if json {
                 println!(
                     "{}",
@@ -180,7 +205,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 println!("chunks      {} ({} quarantined)", stats.chunks, stats.quarantined);
                 println!("used        {} of {} bytes", stats.used_bytes, stats.capacity_bytes);
                 println!("disk free   {} bytes", stats.disk_free_bytes);
-                println!("served      {} bytes; stored {} bytes", stats.bytes_served, stats.bytes_stored);
+                println!(
+                    "served      {} bytes; stored {} bytes",
+                    stats.bytes_served, stats.bytes_stored
+                );
                 println!("uptime      {} s", stats.uptime_s);
             }
             Ok(())
@@ -189,7 +217,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
 }
 
 fn bar(len: u64, show: bool, what: &str) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(Some(len), if show { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
+    let pb = ProgressBar::with_draw_target(
+        Some(len),
+        if show {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
     pb.set_style(
         ProgressStyle::with_template("{msg:8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
             .expect("valid template")
@@ -207,7 +242,9 @@ fn manifest_of_file(path: &Path, chunk_bytes: u32, progress: bool) -> anyhow::Re
     let mut b = ManifestBuilder::new(chunk_bytes).context("bad --chunk-bytes")?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -232,12 +269,16 @@ fn write_secret(path: &Path, key: &SigningKey) -> anyhow::Result<()> {
 
 fn read_secret(path: &Path) -> anyhow::Result<SigningKey> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading key {}", path.display()))?;
-    let secret = trove_common::hex::decode::<32>(text.trim()).with_context(|| format!("{} is not a hex secret key", path.display()))?;
+    let secret = trove_common::hex::decode::<32>(text.trim())
+        .with_context(|| format!("{} is not a hex secret key", path.display()))?;
     Ok(SigningKey::from_secret(&secret))
 }
 
 fn now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Chunks buffered per node ahead of the socket.
@@ -260,13 +301,18 @@ async fn put(
         let (tx, rx) = mpsc::channel::<(ChunkId, Grant, Arc<Vec<u8>>)>(PUT_QUEUE_CHUNKS);
         queues.push(tx);
         let pb = pb.clone();
-        tasks.spawn(async move { put_to_node(addr, rx, pb).await.with_context(|| format!("putting to {addr}")) });
+        tasks.spawn(async move {
+            put_to_node(addr, rx, pb)
+                .await
+                .with_context(|| format!("putting to {addr}"))
+        });
     }
     let mut f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let expires = now_s() + grant_ttl_secs;
     for (i, chunk) in manifest.chunks().enumerate() {
         let mut bytes = vec![0u8; chunk.len() as usize];
-        f.read_exact(&mut bytes).with_context(|| format!("reading {} (did it change?)", file.display()))?;
+        f.read_exact(&mut bytes)
+            .with_context(|| format!("reading {} (did it change?)", file.display()))?;
         if !chunk.verify(&bytes) {
             bail!("{} changed while it was being put", file.display());
         }
@@ -290,7 +336,11 @@ async fn put(
     first_error.map_or(Ok(()), Err)
 }
 
-async fn put_to_node(addr: SocketAddr, mut rx: mpsc::Receiver<(ChunkId, Grant, Arc<Vec<u8>>)>, pb: ProgressBar) -> anyhow::Result<()> {
+async fn put_to_node(
+    addr: SocketAddr,
+    mut rx: mpsc::Receiver<(ChunkId, Grant, Arc<Vec<u8>>)>,
+    pb: ProgressBar,
+) -> anyhow::Result<()> {
     let client = net::connect(addr).await?;
     let (mut reader, mut writer) = client.split();
     let (sent_tx, mut sent_rx) = mpsc::channel::<(u32, ChunkId, u64)>(PUT_QUEUE_CHUNKS * 4);
@@ -309,7 +359,10 @@ async fn put_to_node(addr: SocketAddr, mut rx: mpsc::Receiver<(ChunkId, Grant, A
     };
     let recv = async move {
         while let Some((req, chunk, len)) = sent_rx.recv().await {
-            reader.recv_stored(req).await.with_context(|| format!("chunk {chunk}"))?;
+            reader
+                .recv_stored(req)
+                .await
+                .with_context(|| format!("chunk {chunk}"))?;
             pb.inc(len);
         }
         anyhow::Ok(())
@@ -318,7 +371,14 @@ async fn put_to_node(addr: SocketAddr, mut rx: mpsc::Receiver<(ChunkId, Grant, A
     Ok(())
 }
 
-async fn fetch(manifest: &Manifest, nodes: Vec<SocketAddr>, out: &Path, limit_rate: Option<u64>, json: bool, progress: bool) -> anyhow::Result<()> {
+async fn fetch(
+    manifest: &Manifest,
+    nodes: Vec<SocketAddr>,
+    out: &Path,
+    limit_rate: Option<u64>,
+    json: bool,
+    progress: bool,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     let holders = Holders::discover(manifest, nodes).await;
     let (tx, mut rx) = watch::channel(download::Progress::default());
@@ -329,7 +389,10 @@ async fn fetch(manifest: &Manifest, nodes: Vec<SocketAddr>, out: &Path, limit_ra
             pb2.set_position(rx.borrow().bytes_done);
         }
     });
-    let options = Options { limit_rate_bytes_per_sec: limit_rate, ..Default::default() };
+    let options = Options {
+        limit_rate_bytes_per_sec: limit_rate,
+        ..Default::default()
+    };
     let result = download::download(manifest, holders, out, options, Some(tx)).await;
     let _ = ticker.await;
     pb.finish_and_clear();

@@ -50,7 +50,10 @@ fn describe(chunks: &[(usize, ChunkId)]) -> String {
 }
 
 fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> DownloadError + '_ {
-    move |source| DownloadError::Io { path: path.to_owned(), source }
+    move |source| DownloadError::Io {
+        path: path.to_owned(),
+        source,
+    }
 }
 
 /// Where each chunk can be fetched: `sources` by index, `holders[chunk_idx]` the indices.
@@ -64,7 +67,10 @@ impl Holders {
     /// Every source holds every chunk (or will say it does not).
     pub fn everyone(manifest: &Manifest, sources: Vec<SocketAddr>) -> Holders {
         let all: Vec<u16> = (0..sources.len() as u16).collect();
-        Holders { holders: vec![all; manifest.n_chunks()], sources }
+        Holders {
+            holders: vec![all; manifest.n_chunks()],
+            sources,
+        }
     }
 
     /// Asks each source which chunks it holds. A source that cannot be reached is left out.
@@ -176,7 +182,12 @@ pub async fn download(
         ..Default::default()
     };
     let mut sched = Schedule::new(options.schedule.clone(), holders.sources.len(), holders.holders, &done);
-    let mut state = ResumeState { file_id: manifest.file_id(), size: manifest.size(), chunk_bytes: manifest.chunk_bytes(), done };
+    let mut state = ResumeState {
+        file_id: manifest.file_id(),
+        size: manifest.size(),
+        chunk_bytes: manifest.chunk_bytes(),
+        done,
+    };
     let bytes_of = |i: usize| u64::from(manifest.chunk(i).len());
     let mut prog = Progress {
         bytes_done: (0..n).filter(|&i| state.done[i]).map(bytes_of).sum(),
@@ -194,7 +205,7 @@ pub async fn download(
     let manifest = Arc::new(manifest.clone());
     let limiter = options.limit_rate_bytes_per_sec.map(|r| Arc::new(RateLimiter::new(r)));
     let (events_tx, mut events_rx) = mpsc::channel::<Event>(EVENTS_MAX);
-    let mut workers: Vec<Option<mpsc::Sender<usize>>> = vec![None; holders.sources.len()];
+    let mut workers: Vec<Option<Worker>> = (0..holders.sources.len()).map(|_| None).collect();
     let start = Instant::now();
     let mut last_save = start;
     let mut per_source = vec![0u64; holders.sources.len()];
@@ -202,7 +213,7 @@ pub async fn download(
     let outcome = loop {
         let now = start.elapsed();
         while let Some(a) = sched.poll_assignment(now) {
-            let tx = workers[a.source].get_or_insert_with(|| {
+            let worker = workers[a.source].get_or_insert_with(|| {
                 spawn_worker(
                     a.source,
                     holders.sources[a.source],
@@ -216,7 +227,7 @@ pub async fn download(
             // Invariant: the channel holds a full window and the schedule never assigns more
             // than a window to one source, so this cannot be full; a closed channel means the
             // worker died, which it reports as an event that we handle below.
-            let _ = tx.try_send(a.chunk_idx);
+            let _ = worker.assignments.try_send(a.chunk_idx);
         }
         if let Some(outcome) = sched.poll_outcome() {
             break outcome;
@@ -269,7 +280,12 @@ pub async fn download(
     drop(workers);
     for (s, addr) in holders.sources.iter().enumerate() {
         let r = sched.source_report(s);
-        report.sources.push(SourceReport { addr: Some(*addr), chunks: per_source[s], failures: r.failures, bad_chunks: r.bad_chunks });
+        report.sources.push(SourceReport {
+            addr: Some(*addr),
+            chunks: per_source[s],
+            failures: r.failures,
+            bad_chunks: r.bad_chunks,
+        });
     }
     match outcome {
         Outcome::Complete => {
@@ -280,7 +296,9 @@ pub async fn download(
         }
         Outcome::Unservable(idx) => {
             state.save(&state_file)?;
-            Err(DownloadError::Unservable(idx.into_iter().map(|i| (i, manifest.chunk(i))).collect()))
+            Err(DownloadError::Unservable(
+                idx.into_iter().map(|i| (i, manifest.chunk(i))).collect(),
+            ))
         }
     }
 }
@@ -301,9 +319,18 @@ fn open_part(manifest: &Manifest, part: &Path, state_file: &Path) -> Result<(Fil
         Err(_) => return Err(DownloadError::BadState(state_file.to_owned())),
     };
     let resumable = previous.filter(|s| {
-        s.file_id == manifest.file_id() && s.size == manifest.size() && s.chunk_bytes == manifest.chunk_bytes() && part.exists()
+        s.file_id == manifest.file_id()
+            && s.size == manifest.size()
+            && s.chunk_bytes == manifest.chunk_bytes()
+            && part.exists()
     });
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(part).map_err(io_at(part))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(part)
+        .map_err(io_at(part))?;
     let mut done = vec![false; n];
     if let Some(prev) = resumable {
         let mut buf = Vec::new();
@@ -332,6 +359,19 @@ enum Event {
     Failed { source: usize, error: NetError },
 }
 
+/// The driver's handle on one source's worker task. Dropping it aborts the task, so a
+/// source that stalls with its socket open cannot hold anything up.
+struct Worker {
+    assignments: mpsc::Sender<usize>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 fn spawn_worker(
     source: usize,
     addr: SocketAddr,
@@ -340,14 +380,17 @@ fn spawn_worker(
     file: Arc<File>,
     limiter: Option<Arc<RateLimiter>>,
     events: mpsc::Sender<Event>,
-) -> mpsc::Sender<usize> {
+) -> Worker {
     let (tx, rx) = mpsc::channel(window.max(1));
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(error) = run_worker(source, addr, rx, &manifest, &file, limiter, &events).await {
             let _ = events.send(Event::Failed { source, error }).await;
         }
     });
-    tx
+    Worker {
+        assignments: tx,
+        task: task.abort_handle(),
+    }
 }
 
 /// Sends requests as assignments arrive and reads replies in order, until the driver drops
@@ -411,12 +454,14 @@ async fn receive_chunks(
         let chunk = manifest.chunk(chunk_idx);
         let event = match reader.recv_chunk(req, &mut body).await {
             Ok(()) if chunk.verify(&body) => {
-                file.write_all_at(&body, chunk.offset())
-                    .map_err(NetError::Io)?;
+                file.write_all_at(&body, chunk.offset()).map_err(NetError::Io)?;
                 Event::Done { source, chunk_idx }
             }
             Ok(()) => Event::Bad { source, chunk_idx },
-            Err(NetError::Remote { code: ErrorCode::NotFound, .. }) => Event::Missing { source, chunk_idx },
+            Err(NetError::Remote {
+                code: ErrorCode::NotFound,
+                ..
+            }) => Event::Missing { source, chunk_idx },
             Err(e) => return Err(e),
         };
         if events.send(event).await.is_err() {
@@ -434,7 +479,10 @@ struct RateLimiter {
 
 impl RateLimiter {
     fn new(bytes_per_sec: u64) -> RateLimiter {
-        RateLimiter { bytes_per_sec: bytes_per_sec.max(1), next_free: Mutex::new(None) }
+        RateLimiter {
+            bytes_per_sec: bytes_per_sec.max(1),
+            next_free: Mutex::new(None),
+        }
     }
 
     async fn take(&self, n: u64) {
@@ -495,17 +543,27 @@ impl ResumeState {
             return None;
         }
         let n = size.div_ceil(u64::from(chunk_bytes)) as usize;
-        let bytes: Vec<u8> = hex.as_bytes().chunks(2).map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok()).collect::<Option<_>>()?;
+        let bytes: Vec<u8> = hex
+            .as_bytes()
+            .chunks(2)
+            .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+            .collect::<Option<_>>()?;
         if bytes.len() != n.div_ceil(8) {
             return None;
         }
         let done = (0..n).map(|i| bytes[i / 8] & (1 << (i % 8)) != 0).collect();
-        Some(ResumeState { file_id, size, chunk_bytes, done })
+        Some(ResumeState {
+            file_id,
+            size,
+            chunk_bytes,
+            done,
+        })
     }
 
     fn load(path: &Path) -> std::io::Result<ResumeState> {
         let text = std::fs::read_to_string(path)?;
-        ResumeState::parse(&text).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "damaged resume state"))
+        ResumeState::parse(&text)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "damaged resume state"))
     }
 
     /// Replaces the state file atomically (write aside, rename over).
@@ -522,7 +580,12 @@ mod tests {
 
     #[test]
     fn resume_state_round_trips_and_rejects_damage() {
-        let s = ResumeState { file_id: FileId::of_bytes(b"x"), size: 20 << 20, chunk_bytes: 1 << 20, done: (0..20).map(|i| i % 3 == 0).collect() };
+        let s = ResumeState {
+            file_id: FileId::of_bytes(b"x"),
+            size: 20 << 20,
+            chunk_bytes: 1 << 20,
+            done: (0..20).map(|i| i % 3 == 0).collect(),
+        };
         let text = s.to_text();
         assert_eq!(ResumeState::parse(&text), Some(s));
         assert_eq!(ResumeState::parse(&text.replace("v1", "v9")), None);

@@ -24,7 +24,9 @@ pub struct PublicKey(ed25519_dalek::VerifyingKey);
 
 impl PublicKey {
     pub fn from_bytes(bytes: &[u8; 32]) -> Result<PublicKey, KeyError> {
-        ed25519_dalek::VerifyingKey::from_bytes(bytes).map(PublicKey).map_err(|_| KeyError::NotAPoint)
+        ed25519_dalek::VerifyingKey::from_bytes(bytes)
+            .map(PublicKey)
+            .map_err(|_| KeyError::NotAPoint)
     }
     pub fn to_bytes(&self) -> [u8; 32] {
         self.0.to_bytes()
@@ -67,12 +69,20 @@ impl SigningKey {
 
     pub fn grant(&self, chunk: ChunkId, expires_at_s: u64) -> Grant {
         let sig = self.0.sign(&grant_message(&chunk, expires_at_s));
-        Grant { chunk, expires_at_s, sig: Sig(sig.to_bytes()) }
+        Grant {
+            chunk,
+            expires_at_s,
+            sig: Sig(sig.to_bytes()),
+        }
     }
 
     pub fn inventory_ticket(&self, node: NodeId, expires_at_s: u64) -> InventoryTicket {
         let sig = self.0.sign(&ticket_message(&node, expires_at_s));
-        InventoryTicket { node, expires_at_s, sig: Sig(sig.to_bytes()) }
+        InventoryTicket {
+            node,
+            expires_at_s,
+            sig: Sig(sig.to_bytes()),
+        }
     }
 }
 
@@ -221,7 +231,13 @@ mod tests {
         let other = SigningKey::from_secret(&[2; 32]);
         let g = key.grant(chunk(1), 1000);
         assert_eq!(g.check(&key.public(), 999), Ok(()));
-        assert_eq!(g.check(&key.public(), 1000), Err(GrantError::Expired { expires_at_s: 1000, now_s: 1000 }));
+        assert_eq!(
+            g.check(&key.public(), 1000),
+            Err(GrantError::Expired {
+                expires_at_s: 1000,
+                now_s: 1000
+            })
+        );
         assert_eq!(g.check(&other.public(), 10), Err(GrantError::BadSignature));
         let mut forged = g.clone();
         forged.chunk = chunk(2);
@@ -236,7 +252,10 @@ mod tests {
         let key = SigningKey::from_secret(&[1; 32]);
         let t = key.inventory_ticket(NodeId([5; 16]), 100);
         assert_eq!(t.check(&key.public(), NodeId([5; 16]), 1), Ok(()));
-        assert_eq!(t.check(&key.public(), NodeId([6; 16]), 1), Err(GrantError::WrongNode(NodeId([5; 16]))));
+        assert_eq!(
+            t.check(&key.public(), NodeId([6; 16]), 1),
+            Err(GrantError::WrongNode(NodeId([5; 16])))
+        );
     }
 
     #[test]

@@ -25,7 +25,10 @@ pub fn encode(bytes: &[u8]) -> String {
 pub fn decode<const N: usize>(s: &str) -> Result<[u8; N], HexError> {
     let digits = s.as_bytes();
     if digits.len() != 2 * N {
-        return Err(HexError::Length { expected: 2 * N, got: digits.len() });
+        return Err(HexError::Length {
+            expected: 2 * N,
+            got: digits.len(),
+        });
     }
     let mut out = [0u8; N];
     for (i, pair) in digits.chunks_exact(2).enumerate() {

@@ -150,7 +150,7 @@ impl ChunkId {
         if len > CHUNK_BYTES_MAX {
             return Err(ChunkIdError::TooLong(len));
         }
-        if offset % BLAKE3_LEAF_BYTES != 0 {
+        if !offset.is_multiple_of(BLAKE3_LEAF_BYTES) {
             return Err(ChunkIdError::Misaligned(offset));
         }
         if root && offset != 0 {
@@ -163,7 +163,12 @@ impl ChunkId {
                 _ => return Err(ChunkIdError::NotASubtree { offset, len }),
             }
         }
-        Ok(ChunkId { hash, offset, len, root })
+        Ok(ChunkId {
+            hash,
+            offset,
+            len,
+            root,
+        })
     }
 
     pub fn hash(&self) -> Hash32 {
@@ -174,6 +179,10 @@ impl ChunkId {
     }
     pub fn len(&self) -> u32 {
         self.len
+    }
+    /// Always false: a chunk has at least one byte.
+    pub fn is_empty(&self) -> bool {
+        false
     }
     /// True when this chunk is a whole file and its hash is that file's root hash.
     pub fn is_root(&self) -> bool {
@@ -193,7 +202,14 @@ impl ChunkId {
 
 impl fmt::Debug for ChunkId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?}@{}+{}{}", self.hash, self.offset, self.len, if self.root { "r" } else { "" })
+        write!(
+            f,
+            "{:?}@{}+{}{}",
+            self.hash,
+            self.offset,
+            self.len,
+            if self.root { "r" } else { "" }
+        )
     }
 }
 
@@ -264,7 +280,11 @@ impl ChunkHasher {
     pub fn new(chunk: &ChunkId) -> ChunkHasher {
         let mut hasher = blake3::Hasher::new();
         hasher.set_input_offset(chunk.offset);
-        ChunkHasher { hasher, expected: *chunk, fed: 0 }
+        ChunkHasher {
+            hasher,
+            expected: *chunk,
+            fed: 0,
+        }
     }
 
     /// Feeds bytes; anything past the chunk's length is counted but not hashed (hashing it
@@ -309,9 +329,18 @@ mod tests {
         assert_eq!(ChunkId::new(h, 0, 0, false), Err(ChunkIdError::Empty));
         assert_eq!(ChunkId::new(h, 100, 10, false), Err(ChunkIdError::Misaligned(100)));
         assert_eq!(ChunkId::new(h, 1024, 10, true), Err(ChunkIdError::RootNotAtStart(1024)));
-        assert_eq!(ChunkId::new(h, 0, CHUNK_BYTES_MAX + 1, false), Err(ChunkIdError::TooLong(CHUNK_BYTES_MAX + 1)));
+        assert_eq!(
+            ChunkId::new(h, 0, CHUNK_BYTES_MAX + 1, false),
+            Err(ChunkIdError::TooLong(CHUNK_BYTES_MAX + 1))
+        );
         // At offset 1 KiB only a 1 KiB subtree fits.
-        assert_eq!(ChunkId::new(h, 1024, 2048, false), Err(ChunkIdError::NotASubtree { offset: 1024, len: 2048 }));
+        assert_eq!(
+            ChunkId::new(h, 1024, 2048, false),
+            Err(ChunkIdError::NotASubtree {
+                offset: 1024,
+                len: 2048
+            })
+        );
         assert!(ChunkId::new(h, 1024, 1024, false).is_ok());
     }
 
@@ -325,7 +354,10 @@ mod tests {
         assert!(!id.verify(&flipped));
         assert!(!id.verify(&bytes[..100]));
         let elsewhere = ChunkId::new(id.hash(), 32 * 1024, id.len(), false).unwrap();
-        assert!(!elsewhere.verify(&bytes), "same bytes at another offset must not verify");
+        assert!(
+            !elsewhere.verify(&bytes),
+            "same bytes at another offset must not verify"
+        );
     }
 
     #[test]
@@ -344,7 +376,9 @@ mod tests {
         assert_eq!(s.parse::<ChunkId>().unwrap(), id);
         assert!(s.replace("-c", "-x").parse::<ChunkId>().is_err());
         assert!("abc".parse::<ChunkId>().is_err());
-        let fid: FileId = "b3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262".parse().unwrap();
+        let fid: FileId = "b3:af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262"
+            .parse()
+            .unwrap();
         assert_eq!(fid, FileId::of_bytes(b""));
     }
 }

@@ -37,5 +37,4 @@ const _: () = assert!(CHUNK_BYTES_MIN as u64 >= BLAKE3_LEAF_BYTES);
 const _: () = assert!(CHUNK_BYTES_MIN <= CHUNK_BYTES_DEFAULT && CHUNK_BYTES_DEFAULT <= CHUNK_BYTES_MAX);
 // The largest requests and replies must fit in one header with room to spare.
 const _: () = assert!((HAS_CHUNKS_MAX * CHUNK_ID_ENCODED_BYTES_MAX + 64) as u32 <= HEADER_BYTES_MAX);
-const _: () =
-    assert!((INVENTORY_PAGE_MAX as usize * CHUNK_ID_ENCODED_BYTES_MAX + 256) as u32 <= HEADER_BYTES_MAX);
+const _: () = assert!((INVENTORY_PAGE_MAX as usize * CHUNK_ID_ENCODED_BYTES_MAX + 256) as u32 <= HEADER_BYTES_MAX);

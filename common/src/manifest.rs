@@ -66,12 +66,21 @@ impl Manifest {
         }
         let expected = size.div_ceil(u64::from(chunk_bytes));
         if hashes.len() as u64 != expected {
-            return Err(ManifestError::ChunkCount { size, expected, got: hashes.len() as u64 });
+            return Err(ManifestError::ChunkCount {
+                size,
+                expected,
+                got: hashes.len() as u64,
+            });
         }
         if root_of(&hashes) != file_id.0 {
             return Err(ManifestError::HashMismatch(file_id));
         }
-        Ok(Manifest { file_id, size, chunk_bytes, hashes })
+        Ok(Manifest {
+            file_id,
+            size,
+            chunk_bytes,
+            hashes,
+        })
     }
 
     /// The manifest of bytes already in memory.
@@ -141,7 +150,14 @@ impl Manifest {
 
 impl core::fmt::Debug for Manifest {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(f, "Manifest({}, {} bytes, {} chunks of {})", self.file_id, self.size, self.hashes.len(), self.chunk_bytes)
+        write!(
+            f,
+            "Manifest({}, {} bytes, {} chunks of {})",
+            self.file_id,
+            self.size,
+            self.hashes.len(),
+            self.chunk_bytes
+        )
     }
 }
 
@@ -192,7 +208,13 @@ pub struct ManifestBuilder {
 impl ManifestBuilder {
     pub fn new(chunk_bytes: u32) -> Result<ManifestBuilder, ManifestError> {
         check_chunk_bytes(chunk_bytes)?;
-        Ok(ManifestBuilder { chunk_bytes, current: blake3::Hasher::new(), current_len: 0, offset: 0, hashes: Vec::new() })
+        Ok(ManifestBuilder {
+            chunk_bytes,
+            current: blake3::Hasher::new(),
+            current_len: 0,
+            offset: 0,
+            hashes: Vec::new(),
+        })
     }
 
     pub fn with_default_chunks() -> ManifestBuilder {
@@ -238,7 +260,12 @@ impl ManifestBuilder {
             self.hashes.push(Hash32(last));
         }
         let file_id = FileId(root_of(&self.hashes));
-        Manifest { file_id, size, chunk_bytes: self.chunk_bytes, hashes: self.hashes }
+        Manifest {
+            file_id,
+            size,
+            chunk_bytes: self.chunk_bytes,
+            hashes: self.hashes,
+        }
     }
 }
 
@@ -248,7 +275,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn data(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed).collect()
+        (0..len)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[1] ^ seed)
+            .collect()
     }
 
     /// Builds the manifest of `len` bytes fed in pieces of `piece`, and checks it three ways.
@@ -273,7 +302,19 @@ mod tests {
     #[test]
     fn edge_sizes_match_blake3() {
         let cb = CHUNK_BYTES_MIN;
-        for len in [0, 1, 1023, 1024, 1025, cb as usize - 1, cb as usize, cb as usize + 1, 2 * cb as usize, 3 * cb as usize + 7, 5 * cb as usize] {
+        for len in [
+            0,
+            1,
+            1023,
+            1024,
+            1025,
+            cb as usize - 1,
+            cb as usize,
+            cb as usize + 1,
+            2 * cb as usize,
+            3 * cb as usize + 7,
+            5 * cb as usize,
+        ] {
             check(len, cb, 4096);
         }
         check(1 << 20, CHUNK_BYTES_DEFAULT, 1 << 20);
@@ -301,8 +342,14 @@ mod tests {
             Err(ManifestError::HashMismatch(m.file_id()))
         );
         let short = m.hashes[..4].to_vec();
-        assert!(matches!(Manifest::new(m.file_id(), m.size(), m.chunk_bytes(), short), Err(ManifestError::ChunkCount { .. })));
-        assert_eq!(Manifest::new(m.file_id(), m.size(), 3000, m.hashes.clone()), Err(ManifestError::ChunkSize(3000)));
+        assert!(matches!(
+            Manifest::new(m.file_id(), m.size(), m.chunk_bytes(), short),
+            Err(ManifestError::ChunkCount { .. })
+        ));
+        assert_eq!(
+            Manifest::new(m.file_id(), m.size(), 3000, m.hashes.clone()),
+            Err(ManifestError::ChunkSize(3000))
+        );
         let other = FileId::of_bytes(b"other");
         assert!(Manifest::decode(&m.encode(), other).is_err());
         // A manifest whose size claims one more byte no longer adds up.

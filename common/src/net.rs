@@ -78,7 +78,11 @@ pub async fn read_header<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> 
 }
 
 fn eof_is_closed(e: std::io::Error) -> NetError {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof { NetError::Closed } else { NetError::Io(e) }
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        NetError::Closed
+    } else {
+        NetError::Io(e)
+    }
 }
 
 /// Connects to an appliance and does the handshake.
@@ -95,8 +99,15 @@ pub async fn connect(addr: SocketAddr) -> Result<Client, NetError> {
         reader.read_exact(&mut hello).await.map_err(eof_is_closed)?;
         let node = wire::decode_server_hello(&hello)?;
         Ok(Client {
-            reader: ClientReader { inner: reader, header: Vec::new() },
-            writer: ClientWriter { inner: writer, next_req: 1, scratch: Vec::new() },
+            reader: ClientReader {
+                inner: reader,
+                header: Vec::new(),
+            },
+            writer: ClientWriter {
+                inner: writer,
+                next_req: 1,
+                scratch: Vec::new(),
+            },
             node,
             addr,
         })
@@ -156,7 +167,13 @@ impl Client {
     }
 
     pub async fn has(&mut self, chunks: &[ChunkId]) -> Result<Vec<bool>, NetError> {
-        let req = self.writer.send(|req| Request::Has { req, chunks: chunks.to_vec() }).await?;
+        let req = self
+            .writer
+            .send(|req| Request::Has {
+                req,
+                chunks: chunks.to_vec(),
+            })
+            .await?;
         self.writer.flush().await?;
         match self.reader.recv(req).await? {
             Response::Has { have, .. } if have.len() == chunks.len() => Ok(have),
@@ -170,7 +187,15 @@ impl Client {
         after: Option<ChunkId>,
         limit: u16,
     ) -> Result<(Vec<ChunkId>, bool), NetError> {
-        let req = self.writer.send(|req| Request::Inventory { req, ticket: ticket.clone(), after, limit }).await?;
+        let req = self
+            .writer
+            .send(|req| Request::Inventory {
+                req,
+                ticket: ticket.clone(),
+                after,
+                limit,
+            })
+            .await?;
         self.writer.flush().await?;
         match self.reader.recv(req).await? {
             Response::Inventory { chunks, more, .. } => Ok((chunks, more)),
@@ -191,7 +216,10 @@ impl Client {
 fn unexpected(req: u32, got: Response) -> NetError {
     match got {
         Response::Error { code, message, .. } => NetError::Remote { code, message },
-        other => NetError::Unexpected { req, got: name_of(&other) },
+        other => NetError::Unexpected {
+            req,
+            got: name_of(&other),
+        },
     }
 }
 
@@ -220,7 +248,13 @@ impl ClientWriter {
     /// Queues a put with its body; `bytes` must be the chunk's bytes.
     pub async fn send_put(&mut self, chunk: ChunkId, grant: Option<&Grant>, bytes: &[u8]) -> Result<u32, NetError> {
         debug_assert_eq!(bytes.len(), chunk.len() as usize);
-        let req = self.send(|req| Request::Put { req, chunk, grant: grant.cloned() }).await?;
+        let req = self
+            .send(|req| Request::Put {
+                req,
+                chunk,
+                grant: grant.cloned(),
+            })
+            .await?;
         self.inner.write_all(bytes).await?;
         Ok(req)
     }
@@ -257,7 +291,10 @@ impl ClientReader {
         let mut body = Vec::new();
         let resp = self.recv_any(&mut body).await?;
         if resp.req() != req {
-            return Err(NetError::Unexpected { req, got: "reply to another request" });
+            return Err(NetError::Unexpected {
+                req,
+                got: "reply to another request",
+            });
         }
         Ok(resp)
     }
@@ -267,7 +304,10 @@ impl ClientReader {
         let resp = self.recv_any(body).await?;
         match resp {
             Response::Chunk { req: r, .. } if r == req => Ok(()),
-            other if other.req() != req => Err(NetError::Unexpected { req, got: "reply to another request" }),
+            other if other.req() != req => Err(NetError::Unexpected {
+                req,
+                got: "reply to another request",
+            }),
             other => Err(unexpected(req, other)),
         }
     }

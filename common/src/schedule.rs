@@ -12,7 +12,8 @@
 //! - Chunks are handed out in file order (good for streaming), skipping chunks a source
 //!   does not hold or has served wrong.
 //! - A source that makes no progress for its stall timeout is *stalled*: its chunks may be
-//!   given to others too, and it gets no new work until it delivers again.
+//!   given to others too, and it gets no new work until it delivers again. One that stays
+//!   silent for [`ScheduleConfig::stall_give_up_factor`] stall timeouts counts as failed.
 //! - A connection failure returns a source's chunks to the pool and backs it off; after
 //!   [`ScheduleConfig::failures_max`] failures in a row it is dead. A source that sends a
 //!   chunk that does not verify loses that chunk for good, and after
@@ -33,6 +34,9 @@ pub struct ScheduleConfig {
     pub stall_min: Duration,
     /// ...or this many times its usual time per chunk, if that is longer.
     pub stall_factor: u32,
+    /// A stalled source still silent after this many stall timeouts counts as failed (its
+    /// connection is dropped and it is retried with backoff, then given up).
+    pub stall_give_up_factor: u32,
     pub failures_max: u32,
     pub backoff_base: Duration,
     pub bad_chunks_max: u32,
@@ -47,6 +51,7 @@ impl Default for ScheduleConfig {
             inflight_per_source_max: 4,
             stall_min: Duration::from_secs(4),
             stall_factor: 8,
+            stall_give_up_factor: 4,
             failures_max: 4,
             backoff_base: Duration::from_millis(200),
             bad_chunks_max: 3,
@@ -135,7 +140,12 @@ impl Schedule {
                 holders.retain(|&s| (s as usize) < n_sources);
                 holders.sort_unstable();
                 holders.dedup();
-                Chunk { done, holders, active: Vec::new(), claimed_at: Duration::ZERO }
+                Chunk {
+                    done,
+                    holders,
+                    active: Vec::new(),
+                    claimed_at: Duration::ZERO,
+                }
             })
             .collect();
         let n_done = done.iter().filter(|d| **d).count();
@@ -150,7 +160,12 @@ impl Schedule {
             failures: 0,
             scan_from: 0,
         };
-        Schedule { config, chunks, sources: vec![source; n_sources], n_done }
+        Schedule {
+            config,
+            chunks,
+            sources: vec![source; n_sources],
+            n_done,
+        }
     }
 
     pub fn n_chunks(&self) -> usize {
@@ -186,7 +201,10 @@ impl Schedule {
         for s in order {
             if let Some(c) = self.next_unclaimed(s).or_else(|| self.end_game_pick(now, s)) {
                 self.claim(now, s, c);
-                return Some(Assignment { source: s, chunk_idx: c });
+                return Some(Assignment {
+                    source: s,
+                    chunk_idx: c,
+                });
             }
         }
         None
@@ -215,7 +233,9 @@ impl Schedule {
 
     /// Unclaimed: no one is fetching it, or everyone fetching it is stalled.
     fn claimable(&self, c: &Chunk) -> bool {
-        c.active.iter().all(|&a| self.sources[a as usize].health != Health::Ready)
+        c.active
+            .iter()
+            .all(|&a| self.sources[a as usize].health != Health::Ready)
     }
 
     /// A chunk in flight elsewhere for longer than its fetcher should need, judged by that
@@ -368,15 +388,18 @@ impl Schedule {
         self.config.stall_min.max(per_chunk * self.config.stall_factor * window)
     }
 
-    /// Marks sources that went quiet as stalled, so their chunks can go elsewhere.
+    /// Marks sources that went quiet as stalled, so their chunks can go elsewhere, and
+    /// fails those that stay quiet.
     pub fn handle_timeout(&mut self, now: Duration) {
         self.wake_backed_off(now);
         for s in 0..self.sources.len() {
             let src = &self.sources[s];
-            if src.health == Health::Ready
-                && !src.inflight.is_empty()
-                && now.saturating_sub(src.last_progress) >= self.stall_timeout(s)
-            {
+            let quiet = now.saturating_sub(src.last_progress);
+            if src.health == Health::Stalled && quiet >= self.stall_timeout(s) * self.config.stall_give_up_factor {
+                self.handle_source_failed(now, s);
+                continue;
+            }
+            if src.health == Health::Ready && !src.inflight.is_empty() && quiet >= self.stall_timeout(s) {
                 self.sources[s].health = Health::Stalled;
                 for c in self.sources[s].inflight.clone() {
                     self.reopen(c);
@@ -392,6 +415,7 @@ impl Schedule {
             let at = match src.health {
                 Health::BackingOff { until } => Some(until),
                 Health::Ready if !src.inflight.is_empty() => Some(src.last_progress + self.stall_timeout(s)),
+                Health::Stalled => Some(src.last_progress + self.stall_timeout(s) * self.config.stall_give_up_factor),
                 _ => None,
             };
             next = match (next, at) {
@@ -438,7 +462,10 @@ mod tests {
         let mut s = Schedule::new(ScheduleConfig::default(), 2, all_hold(20, 2), &[false; 20]);
         let first = drain(&mut s, Duration::ZERO);
         assert_eq!(first.len(), 8, "two windows of four");
-        assert_eq!(first.iter().map(|a| a.chunk_idx).collect::<Vec<_>>(), (0..8).collect::<Vec<_>>());
+        assert_eq!(
+            first.iter().map(|a| a.chunk_idx).collect::<Vec<_>>(),
+            (0..8).collect::<Vec<_>>()
+        );
         // Source 1 is fast: each delivery buys it the next chunk.
         for a in first.iter().filter(|a| a.source == 1) {
             s.handle_chunk_done(10 * MS, 1, a.chunk_idx);
@@ -452,7 +479,19 @@ mod tests {
         // Chunk 1 only on source 1, chunk 0 only on source 0.
         let mut s = Schedule::new(ScheduleConfig::default(), 2, vec![vec![0], vec![1]], &[false, false]);
         let got = drain(&mut s, Duration::ZERO);
-        assert_eq!(got, vec![Assignment { source: 0, chunk_idx: 0 }, Assignment { source: 1, chunk_idx: 1 }]);
+        assert_eq!(
+            got,
+            vec![
+                Assignment {
+                    source: 0,
+                    chunk_idx: 0
+                },
+                Assignment {
+                    source: 1,
+                    chunk_idx: 1
+                }
+            ]
+        );
         s.handle_chunk_done(MS, 0, 0);
         assert_eq!(s.poll_outcome(), None);
         s.handle_chunk_done(MS, 1, 1);
@@ -461,14 +500,20 @@ mod tests {
 
     #[test]
     fn failed_source_work_moves_and_dead_source_makes_chunks_unservable() {
-        let config = ScheduleConfig { failures_max: 1, ..Default::default() };
+        let config = ScheduleConfig {
+            failures_max: 1,
+            ..Default::default()
+        };
         let mut s = Schedule::new(config, 2, vec![vec![0, 1], vec![0]], &[false, false]);
         let got = drain(&mut s, Duration::ZERO);
         assert_eq!(got.len(), 2);
         s.handle_source_failed(MS, 0);
         // Chunk 0 can go to source 1; chunk 1 had only source 0.
         let again = drain(&mut s, MS);
-        assert!(again.contains(&Assignment { source: 1, chunk_idx: 0 }));
+        assert!(again.contains(&Assignment {
+            source: 1,
+            chunk_idx: 0
+        }));
         s.handle_chunk_done(2 * MS, 1, 0);
         assert_eq!(s.poll_outcome(), Some(Outcome::Unservable(vec![1])));
     }
@@ -486,34 +531,81 @@ mod tests {
 
     #[test]
     fn bad_chunk_goes_elsewhere_and_liar_dies() {
-        let config = ScheduleConfig { bad_chunks_max: 2, inflight_per_source_max: 1, ..Default::default() };
+        let config = ScheduleConfig {
+            bad_chunks_max: 2,
+            inflight_per_source_max: 1,
+            ..Default::default()
+        };
         let mut s = Schedule::new(config, 2, all_hold(3, 2), &[false; 3]);
         let got = drain(&mut s, Duration::ZERO);
-        assert_eq!(got, vec![Assignment { source: 0, chunk_idx: 0 }, Assignment { source: 1, chunk_idx: 1 }]);
+        assert_eq!(
+            got,
+            vec![
+                Assignment {
+                    source: 0,
+                    chunk_idx: 0
+                },
+                Assignment {
+                    source: 1,
+                    chunk_idx: 1
+                }
+            ]
+        );
         s.handle_chunk_bad(MS, 0, 0);
-        assert_eq!(drain(&mut s, MS), vec![Assignment { source: 0, chunk_idx: 2 }]);
+        assert_eq!(
+            drain(&mut s, MS),
+            vec![Assignment {
+                source: 0,
+                chunk_idx: 2
+            }]
+        );
         s.handle_chunk_done(2 * MS, 1, 1);
-        assert_eq!(drain(&mut s, 2 * MS), vec![Assignment { source: 1, chunk_idx: 0 }]);
+        assert_eq!(
+            drain(&mut s, 2 * MS),
+            vec![Assignment {
+                source: 1,
+                chunk_idx: 0
+            }]
+        );
         s.handle_chunk_bad(3 * MS, 0, 2);
-        assert_eq!(s.source_report(0).dead, true);
+        assert!(s.source_report(0).dead);
         s.handle_chunk_done(4 * MS, 1, 0);
-        assert_eq!(drain(&mut s, 4 * MS), vec![Assignment { source: 1, chunk_idx: 2 }]);
+        assert_eq!(
+            drain(&mut s, 4 * MS),
+            vec![Assignment {
+                source: 1,
+                chunk_idx: 2
+            }]
+        );
     }
 
     #[test]
     fn stalled_source_loses_its_work() {
-        let config = ScheduleConfig { stall_min: Duration::from_secs(1), ..Default::default() };
+        let config = ScheduleConfig {
+            stall_min: Duration::from_secs(1),
+            ..Default::default()
+        };
         let mut s = Schedule::new(config, 2, all_hold(8, 2), &[false; 8]);
         let first = drain(&mut s, Duration::ZERO);
         for a in first.iter().filter(|a| a.source == 1) {
             s.handle_chunk_done(10 * MS, 1, a.chunk_idx);
         }
-        assert!(drain(&mut s, 10 * MS).is_empty(), "source 1 has no unclaimed chunk left");
+        assert!(
+            drain(&mut s, 10 * MS).is_empty(),
+            "source 1 has no unclaimed chunk left"
+        );
         let t = s.poll_timeout().unwrap();
-        assert_eq!(t, Duration::from_secs(1), "source 0 stalls one stall_min after it got work");
+        assert_eq!(
+            t,
+            Duration::from_secs(1),
+            "source 0 stalls one stall_min after it got work"
+        );
         s.handle_timeout(t);
         let moved = drain(&mut s, t);
-        assert_eq!(moved.iter().map(|a| (a.source, a.chunk_idx)).collect::<Vec<_>>(), vec![(1, 0), (1, 1), (1, 2), (1, 3)]);
+        assert_eq!(
+            moved.iter().map(|a| (a.source, a.chunk_idx)).collect::<Vec<_>>(),
+            vec![(1, 0), (1, 1), (1, 2), (1, 3)]
+        );
         // A late delivery from the stalled source still counts and revives it.
         s.handle_chunk_done(t + MS, 0, 0);
         s.handle_chunk_done(t + MS, 1, 0);
@@ -522,7 +614,15 @@ mod tests {
 
     #[test]
     fn end_game_duplicates_the_last_chunks() {
-        let mut s = Schedule::new(ScheduleConfig { inflight_per_source_max: 2, ..Default::default() }, 2, all_hold(2, 2), &[false; 2]);
+        let mut s = Schedule::new(
+            ScheduleConfig {
+                inflight_per_source_max: 2,
+                ..Default::default()
+            },
+            2,
+            all_hold(2, 2),
+            &[false; 2],
+        );
         let first = drain(&mut s, Duration::ZERO);
         assert_eq!(first.len(), 2, "no duplicates while chunks are fresh");
         let late = Duration::from_secs(1);
@@ -538,7 +638,13 @@ mod tests {
     #[test]
     fn resumed_chunks_are_not_fetched() {
         let mut s = Schedule::new(ScheduleConfig::default(), 1, all_hold(3, 1), &[true, false, true]);
-        assert_eq!(drain(&mut s, Duration::ZERO), vec![Assignment { source: 0, chunk_idx: 1 }]);
+        assert_eq!(
+            drain(&mut s, Duration::ZERO),
+            vec![Assignment {
+                source: 0,
+                chunk_idx: 1
+            }]
+        );
         s.handle_chunk_done(MS, 0, 1);
         assert_eq!(s.poll_outcome(), Some(Outcome::Complete));
     }

@@ -25,9 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::grant::{Grant, InventoryTicket};
 use crate::id::{ChunkId, NodeId};
-use crate::limits::{
-    ERROR_MESSAGE_BYTES_MAX, HAS_CHUNKS_MAX, HEADER_BYTES_MAX, INVENTORY_PAGE_MAX, LABEL_BYTES_MAX,
-};
+use crate::limits::{ERROR_MESSAGE_BYTES_MAX, HAS_CHUNKS_MAX, HEADER_BYTES_MAX, INVENTORY_PAGE_MAX, LABEL_BYTES_MAX};
 
 pub const PROTOCOL_VERSION: u16 = 1;
 pub const MAGIC: [u8; 6] = *b"TROVE\0";
@@ -82,14 +80,27 @@ impl From<ByteRange> for (u32, u32) {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
     /// Send a chunk, or `range` of it. Answered by [`Response::Chunk`] and the bytes.
-    Get { req: u32, chunk: ChunkId, range: Option<ByteRange> },
+    Get {
+        req: u32,
+        chunk: ChunkId,
+        range: Option<ByteRange>,
+    },
     /// Store a chunk; its `len` raw bytes follow the header. Needs a grant for this chunk.
     /// The grant is optional on the wire so that a missing one gets a clear error.
-    Put { req: u32, chunk: ChunkId, grant: Option<Grant> },
+    Put {
+        req: u32,
+        chunk: ChunkId,
+        grant: Option<Grant>,
+    },
     /// Which of these chunks do you hold? Answered by [`Response::Has`], one flag each.
     Has { req: u32, chunks: Vec<ChunkId> },
     /// List held chunks in ID order, after `after`. Needs the controller's ticket.
-    Inventory { req: u32, ticket: InventoryTicket, after: Option<ChunkId>, limit: u16 },
+    Inventory {
+        req: u32,
+        ticket: InventoryTicket,
+        after: Option<ChunkId>,
+        limit: u16,
+    },
     /// Counters and capacity.
     Stats { req: u32 },
 }
@@ -115,14 +126,23 @@ impl Request {
 
     fn validate(&self) -> Result<(), DecodeError> {
         match self {
-            Request::Get { chunk, range: Some(r), .. } if r.end > chunk.len() => {
-                Err(DecodeError::RangeOutsideChunk { end: r.end, len: chunk.len() })
-            }
-            Request::Has { chunks, .. } if chunks.len() > HAS_CHUNKS_MAX => {
-                Err(DecodeError::TooMany { what: "chunks in Has", got: chunks.len(), max: HAS_CHUNKS_MAX })
-            }
+            Request::Get {
+                chunk, range: Some(r), ..
+            } if r.end > chunk.len() => Err(DecodeError::RangeOutsideChunk {
+                end: r.end,
+                len: chunk.len(),
+            }),
+            Request::Has { chunks, .. } if chunks.len() > HAS_CHUNKS_MAX => Err(DecodeError::TooMany {
+                what: "chunks in Has",
+                got: chunks.len(),
+                max: HAS_CHUNKS_MAX,
+            }),
             Request::Inventory { limit, .. } if *limit == 0 || *limit > INVENTORY_PAGE_MAX => {
-                Err(DecodeError::TooMany { what: "inventory limit", got: *limit as usize, max: INVENTORY_PAGE_MAX as usize })
+                Err(DecodeError::TooMany {
+                    what: "inventory limit",
+                    got: *limit as usize,
+                    max: INVENTORY_PAGE_MAX as usize,
+                })
             }
             _ => Ok(()),
         }
@@ -166,13 +186,32 @@ pub struct NodeStats {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// `range` of the chunk follows as raw bytes.
-    Chunk { req: u32, range: ByteRange },
-    Stored { req: u32 },
-    Has { req: u32, have: Vec<bool> },
+    Chunk {
+        req: u32,
+        range: ByteRange,
+    },
+    Stored {
+        req: u32,
+    },
+    Has {
+        req: u32,
+        have: Vec<bool>,
+    },
     /// One page of the inventory; `more` when asking again after the last ID gives more.
-    Inventory { req: u32, chunks: Vec<ChunkId>, more: bool },
-    Stats { req: u32, stats: NodeStats },
-    Error { req: u32, code: ErrorCode, message: String },
+    Inventory {
+        req: u32,
+        chunks: Vec<ChunkId>,
+        more: bool,
+    },
+    Stats {
+        req: u32,
+        stats: NodeStats,
+    },
+    Error {
+        req: u32,
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 impl Response {
@@ -209,18 +248,28 @@ impl Response {
 
     fn validate(&self) -> Result<(), DecodeError> {
         match self {
-            Response::Has { have, .. } if have.len() > HAS_CHUNKS_MAX => {
-                Err(DecodeError::TooMany { what: "flags in Has", got: have.len(), max: HAS_CHUNKS_MAX })
-            }
+            Response::Has { have, .. } if have.len() > HAS_CHUNKS_MAX => Err(DecodeError::TooMany {
+                what: "flags in Has",
+                got: have.len(),
+                max: HAS_CHUNKS_MAX,
+            }),
             Response::Inventory { chunks, .. } if chunks.len() > INVENTORY_PAGE_MAX as usize => {
-                Err(DecodeError::TooMany { what: "inventory page", got: chunks.len(), max: INVENTORY_PAGE_MAX as usize })
+                Err(DecodeError::TooMany {
+                    what: "inventory page",
+                    got: chunks.len(),
+                    max: INVENTORY_PAGE_MAX as usize,
+                })
             }
-            Response::Error { message, .. } if message.len() > ERROR_MESSAGE_BYTES_MAX => {
-                Err(DecodeError::TooMany { what: "error message bytes", got: message.len(), max: ERROR_MESSAGE_BYTES_MAX })
-            }
-            Response::Stats { stats, .. } if stats.version.len() > LABEL_BYTES_MAX => {
-                Err(DecodeError::TooMany { what: "version bytes", got: stats.version.len(), max: LABEL_BYTES_MAX })
-            }
+            Response::Error { message, .. } if message.len() > ERROR_MESSAGE_BYTES_MAX => Err(DecodeError::TooMany {
+                what: "error message bytes",
+                got: message.len(),
+                max: ERROR_MESSAGE_BYTES_MAX,
+            }),
+            Response::Stats { stats, .. } if stats.version.len() > LABEL_BYTES_MAX => Err(DecodeError::TooMany {
+                what: "version bytes",
+                got: stats.version.len(),
+                max: LABEL_BYTES_MAX,
+            }),
             _ => Ok(()),
         }
     }
@@ -278,7 +327,10 @@ pub fn decode_server_hello(b: &[u8; SERVER_HELLO_BYTES]) -> Result<NodeId, Decod
     }
     let theirs = u16::from_le_bytes([b[6], b[7]]);
     if theirs != PROTOCOL_VERSION {
-        return Err(DecodeError::VersionMismatch { ours: PROTOCOL_VERSION, theirs });
+        return Err(DecodeError::VersionMismatch {
+            ours: PROTOCOL_VERSION,
+            theirs,
+        });
     }
     let mut id = [0u8; 16];
     id.copy_from_slice(&b[8..]);
@@ -341,17 +393,26 @@ pub fn decode_response(header: &[u8]) -> Result<Response, DecodeError> {
     Ok(r)
 }
 
+/// A request, its body, and how many bytes of the buffer they took.
+pub type SplitFrame<'a> = (Request, &'a [u8], usize);
+
 /// Splits one whole request frame off the front of `buf`: `None` if more bytes are needed,
 /// else the request, its body and the bytes consumed. For fuzzing and byte-level tests;
 /// the async driver reads frames piece by piece instead.
-pub fn split_request_frame(buf: &[u8]) -> Result<Option<(Request, &[u8], usize)>, DecodeError> {
-    let Some(prefix) = buf.get(..LEN_PREFIX_BYTES) else { return Ok(None) };
+pub fn split_request_frame(buf: &[u8]) -> Result<Option<SplitFrame<'_>>, DecodeError> {
+    let Some(prefix) = buf.get(..LEN_PREFIX_BYTES) else {
+        return Ok(None);
+    };
     let n = decode_len_prefix(prefix.try_into().expect("4 bytes"))? as usize;
-    let Some(header) = buf.get(LEN_PREFIX_BYTES..LEN_PREFIX_BYTES + n) else { return Ok(None) };
+    let Some(header) = buf.get(LEN_PREFIX_BYTES..LEN_PREFIX_BYTES + n) else {
+        return Ok(None);
+    };
     let req = decode_request(header)?;
     let body_at = LEN_PREFIX_BYTES + n;
     let body_end = body_at + req.body_len() as usize;
-    let Some(body) = buf.get(body_at..body_end) else { return Ok(None) };
+    let Some(body) = buf.get(body_at..body_end) else {
+        return Ok(None);
+    };
     Ok(Some((req, body, body_end)))
 }
 
@@ -396,29 +457,53 @@ mod tests {
     #[test]
     fn golden_hellos() {
         assert_eq!(hex::encode(&client_hello()), "54524f56450001 00".replace(' ', ""));
-        assert_eq!(hex::encode(&server_hello(NodeId([1; 16]))), "54524f564500010001010101010101010101010101010101");
+        assert_eq!(
+            hex::encode(&server_hello(NodeId([1; 16]))),
+            "54524f564500010001010101010101010101010101010101"
+        );
         assert_eq!(decode_server_hello(&server_hello(NodeId([1; 16]))), Ok(NodeId([1; 16])));
         let mut v2 = server_hello(NodeId([1; 16]));
         v2[6] = 2;
-        assert_eq!(decode_server_hello(&v2), Err(DecodeError::VersionMismatch { ours: 1, theirs: 2 }));
+        assert_eq!(
+            decode_server_hello(&v2),
+            Err(DecodeError::VersionMismatch { ours: 1, theirs: 2 })
+        );
         assert_eq!(decode_client_hello(b"GET / HT"), Err(DecodeError::BadMagic));
     }
 
     #[test]
     fn golden_requests() {
         golden_req(
-            Request::Get { req: 1, chunk: chunk(), range: None },
+            Request::Get {
+                req: 1,
+                chunk: chunk(),
+                range: None,
+            },
             &format!("2a000000 00 01 {CHUNK_HEX} 00").replace(' ', ""),
         );
         golden_req(
-            Request::Get { req: 300, chunk: chunk(), range: Some(ByteRange::new(5, 70000).unwrap()) },
+            Request::Get {
+                req: 300,
+                chunk: chunk(),
+                range: Some(ByteRange::new(5, 70000).unwrap()),
+            },
             &format!("2f000000 00 ac02 {CHUNK_HEX} 01 05 f0a204").replace(' ', ""),
         );
         golden_req(
-            Request::Put { req: 2, chunk: chunk(), grant: None },
+            Request::Put {
+                req: 2,
+                chunk: chunk(),
+                grant: None,
+            },
             &format!("2a000000 01 02 {CHUNK_HEX} 00").replace(' ', ""),
         );
-        golden_req(Request::Has { req: 3, chunks: vec![chunk()] }, &format!("2a000000 02 03 01 {CHUNK_HEX}").replace(' ', ""));
+        golden_req(
+            Request::Has {
+                req: 3,
+                chunks: vec![chunk()],
+            },
+            &format!("2a000000 02 03 01 {CHUNK_HEX}").replace(' ', ""),
+        );
         golden_req(Request::Stats { req: 4 }, "020000000404");
     }
 
@@ -427,12 +512,31 @@ mod tests {
         // ed25519 signatures are deterministic, so these bytes are stable too.
         let grant = key().grant(chunk(), 1_700_000_000);
         let mut out = Vec::new();
-        encode_request(&Request::Put { req: 9, chunk: chunk(), grant: Some(grant.clone()) }, &mut out);
+        encode_request(
+            &Request::Put {
+                req: 9,
+                chunk: chunk(),
+                grant: Some(grant.clone()),
+            },
+            &mut out,
+        );
         // prefix, Put, req, chunk, Some, grant chunk, expiry varint, sig length, sig
         assert_eq!(out.len(), 4 + 1 + 1 + 39 + 1 + 39 + 5 + 1 + 64);
-        assert_eq!(decode_request(&out[4..]).unwrap(), Request::Put { req: 9, chunk: chunk(), grant: Some(grant) });
+        assert_eq!(
+            decode_request(&out[4..]).unwrap(),
+            Request::Put {
+                req: 9,
+                chunk: chunk(),
+                grant: Some(grant)
+            }
+        );
         let ticket = key().inventory_ticket(NodeId([3; 16]), 1_700_000_000);
-        let msg = Request::Inventory { req: 5, ticket, after: Some(chunk()), limit: 1000 };
+        let msg = Request::Inventory {
+            req: 5,
+            ticket,
+            after: Some(chunk()),
+            limit: 1000,
+        };
         let mut out = Vec::new();
         encode_request(&msg, &mut out);
         assert_eq!(&hex::encode(&out[..8]), "8200000003050303");
@@ -441,10 +545,29 @@ mod tests {
 
     #[test]
     fn golden_responses() {
-        golden_resp(Response::Chunk { req: 1, range: ByteRange::new(0, 1 << 20).unwrap() }, "06000000 00 01 00 808040");
+        golden_resp(
+            Response::Chunk {
+                req: 1,
+                range: ByteRange::new(0, 1 << 20).unwrap(),
+            },
+            "06000000 00 01 00 808040",
+        );
         golden_resp(Response::Stored { req: 2 }, "020000000102");
-        golden_resp(Response::Has { req: 3, have: vec![true, false] }, "05000000020302 0100");
-        golden_resp(Response::Inventory { req: 4, chunks: vec![], more: false }, "0400000003040000");
+        golden_resp(
+            Response::Has {
+                req: 3,
+                have: vec![true, false],
+            },
+            "05000000020302 0100",
+        );
+        golden_resp(
+            Response::Inventory {
+                req: 4,
+                chunks: vec![],
+                more: false,
+            },
+            "0400000003040000",
+        );
         golden_resp(Response::error(5, ErrorCode::NotFound, "no"), "0600000005050102 6e6f");
         golden_resp(
             Response::Stats {
@@ -469,25 +592,55 @@ mod tests {
     #[test]
     fn hostile_bytes_are_refused_not_panicked_on() {
         assert_eq!(decode_len_prefix(0u32.to_le_bytes()), Err(DecodeError::HeaderEmpty));
-        assert_eq!(decode_len_prefix(u32::MAX.to_le_bytes()), Err(DecodeError::HeaderTooLong(u32::MAX)));
+        assert_eq!(
+            decode_len_prefix(u32::MAX.to_le_bytes()),
+            Err(DecodeError::HeaderTooLong(u32::MAX))
+        );
         assert!(matches!(decode_request(&[0xff, 0xff]), Err(DecodeError::Malformed(_))));
-        assert!(matches!(decode_request(&[0x04, 0x01, 0x00]), Err(DecodeError::Trailing(1))));
+        assert!(matches!(
+            decode_request(&[0x04, 0x01, 0x00]),
+            Err(DecodeError::Trailing(1))
+        ));
         // A Has claiming 2^32 entries in a few bytes must fail without allocating them.
         assert!(decode_request(&[0x02, 0x01, 0xff, 0xff, 0xff, 0xff, 0x0f]).is_err());
         // An empty range, and a range past its chunk.
         let mut out = Vec::new();
-        encode_request(&Request::Get { req: 1, chunk: chunk(), range: None }, &mut out);
+        encode_request(
+            &Request::Get {
+                req: 1,
+                chunk: chunk(),
+                range: None,
+            },
+            &mut out,
+        );
         let mut bad = out[4..].to_vec();
         *bad.last_mut().unwrap() = 1;
         bad.extend_from_slice(&[5, 5]);
         assert!(decode_request(&bad).is_err());
-        let far = Request::Get { req: 1, chunk: chunk(), range: Some(ByteRange::new(0, (1 << 20) + 1).unwrap()) };
+        let far = Request::Get {
+            req: 1,
+            chunk: chunk(),
+            range: Some(ByteRange::new(0, (1 << 20) + 1).unwrap()),
+        };
         let mut out = Vec::new();
         encode_request(&far, &mut out);
-        assert_eq!(decode_request(&out[4..]), Err(DecodeError::RangeOutsideChunk { end: (1 << 20) + 1, len: 1 << 20 }));
+        assert_eq!(
+            decode_request(&out[4..]),
+            Err(DecodeError::RangeOutsideChunk {
+                end: (1 << 20) + 1,
+                len: 1 << 20
+            })
+        );
         // A chunk ID that cannot exist (offset not a multiple of 1 KiB) does not decode.
         let mut out = Vec::new();
-        encode_request(&Request::Get { req: 1, chunk: chunk(), range: None }, &mut out);
+        encode_request(
+            &Request::Get {
+                req: 1,
+                chunk: chunk(),
+                range: None,
+            },
+            &mut out,
+        );
         let mut misaligned = out[4..].to_vec();
         misaligned[35] = 0x81; // offset varint low byte: 1 MiB + 1
         assert!(decode_request(&misaligned).is_err());
@@ -496,7 +649,14 @@ mod tests {
     #[test]
     fn split_waits_for_whole_frames() {
         let mut out = Vec::new();
-        encode_request(&Request::Put { req: 2, chunk: chunk(), grant: None }, &mut out);
+        encode_request(
+            &Request::Put {
+                req: 2,
+                chunk: chunk(),
+                grant: None,
+            },
+            &mut out,
+        );
         assert_eq!(split_request_frame(&out), Ok(None), "body still missing");
         assert_eq!(split_request_frame(&out[..3]), Ok(None));
     }

@@ -92,22 +92,40 @@ pub fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
 
 impl Config {
     pub fn merge(file: FileConfig, flags: FileConfig) -> anyhow::Result<Config> {
-        let data = flags.data.or(file.data).context("no data directory: pass --data DIR or set `data` in the config")?;
+        let data = flags
+            .data
+            .or(file.data)
+            .context("no data directory: pass --data DIR or set `data` in the config")?;
         let trusted_key = match flags.trusted_key.or(file.trusted_key) {
-            Some(hex) => Some(hex.parse::<PublicKey>().with_context(|| format!("trusted_key {hex:?}"))?),
+            Some(hex) => Some(
+                hex.parse::<PublicKey>()
+                    .with_context(|| format!("trusted_key {hex:?}"))?,
+            ),
             None => None,
         };
         Ok(Config {
-            listen: flags.listen.or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
+            listen: flags
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("valid default")),
             data,
-            capacity_bytes: flags.capacity.or(file.capacity).map_or(DEFAULT_CAPACITY_BYTES, Size::bytes),
+            capacity_bytes: flags
+                .capacity
+                .or(file.capacity)
+                .map_or(DEFAULT_CAPACITY_BYTES, Size::bytes),
             trusted_key,
-            disk_reserve_bytes: flags.disk_reserve.or(file.disk_reserve).map_or(DEFAULT_DISK_RESERVE_BYTES, Size::bytes),
+            disk_reserve_bytes: flags
+                .disk_reserve
+                .or(file.disk_reserve)
+                .map_or(DEFAULT_DISK_RESERVE_BYTES, Size::bytes),
             scrub_bytes_per_sec: flags
                 .scrub_bytes_per_sec
                 .or(file.scrub_bytes_per_sec)
                 .map_or(DEFAULT_SCRUB_BYTES_PER_SEC, Size::bytes),
-            scrub_pause_secs: flags.scrub_pause_secs.or(file.scrub_pause_secs).unwrap_or(DEFAULT_SCRUB_PAUSE_SECS),
+            scrub_pause_secs: flags
+                .scrub_pause_secs
+                .or(file.scrub_pause_secs)
+                .unwrap_or(DEFAULT_SCRUB_PAUSE_SECS),
         })
     }
 }
@@ -129,7 +147,10 @@ mod tests {
     #[test]
     fn flags_override_file() {
         let file: FileConfig = toml::from_str("data = \"/a\"\ncapacity = \"1GiB\"\nlisten = \"127.0.0.1:1\"").unwrap();
-        let flags = FileConfig { data: Some("/b".into()), ..Default::default() };
+        let flags = FileConfig {
+            data: Some("/b".into()),
+            ..Default::default()
+        };
         let c = Config::merge(file, flags).unwrap();
         assert_eq!(c.data, PathBuf::from("/b"));
         assert_eq!(c.capacity_bytes, 1 << 30);

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use trove_common::id::ChunkHasher;
 use trove_common::ChunkId;
+use trove_common::id::ChunkHasher;
 
 use crate::limits::SCRUB_PAGE_CHUNKS;
 use crate::store::{Store, StoreError};
@@ -99,11 +99,18 @@ mod tests {
             store.put(&c, &data[c.offset() as usize..][..c.len() as usize]).unwrap();
         }
         let victim = m.chunk(1);
-        let path = dir.path().join("chunks").join(format!("{:02x}", victim.hash().0[0])).join(victim.to_string());
+        let path = dir
+            .path()
+            .join("chunks")
+            .join(format!("{:02x}", victim.hash().0[0]))
+            .join(victim.to_string());
         let mut bytes = std::fs::read(&path).unwrap();
         bytes[10] ^= 0x40;
         std::fs::write(&path, bytes).unwrap();
-        let config = ScrubConfig { bytes_per_sec: 0, pause: Duration::ZERO };
+        let config = ScrubConfig {
+            bytes_per_sec: 0,
+            pause: Duration::ZERO,
+        };
         let report = scrub_pass(&store, &config).unwrap();
         assert_eq!((report.checked, report.quarantined), (m.n_chunks() as u64, 1));
         assert!(!store.contains(&victim));

@@ -63,7 +63,10 @@ impl Node {
 }
 
 fn now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub async fn serve(listener: TcpListener, node: Arc<Node>) -> std::io::Result<()> {
@@ -100,7 +103,11 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, node: &Node) -> R
     writer.flush().await?;
     if version != wire::PROTOCOL_VERSION {
         // They got our hello with our version, so they can say what went wrong too.
-        return Err(wire::DecodeError::VersionMismatch { ours: wire::PROTOCOL_VERSION, theirs: version }.into());
+        return Err(wire::DecodeError::VersionMismatch {
+            ours: wire::PROTOCOL_VERSION,
+            theirs: version,
+        }
+        .into());
     }
     debug!(%peer, "handshake done");
 
@@ -123,7 +130,13 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, node: &Node) -> R
             tokio::time::timeout(IDLE_TIMEOUT, reader.read_exact(&mut body))
                 .await
                 .map_err(|_| NetError::Timeout(IDLE_TIMEOUT))?
-                .map_err(|e| if e.kind() == std::io::ErrorKind::UnexpectedEof { NetError::Closed } else { e.into() })?;
+                .map_err(|e| {
+                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        NetError::Closed
+                    } else {
+                        e.into()
+                    }
+                })?;
         }
         let (response, out) = handle(node, request, std::mem::take(&mut body)).await;
         let send = match &out {
@@ -151,7 +164,9 @@ async fn handle(node: &Node, request: Request, body: Vec<u8>) -> (Response, Opti
             let store = node.store.clone();
             let mut buf = body;
             buf.resize((end - start) as usize, 0);
-            let read = tokio::task::spawn_blocking(move || store.read_at(&chunk, u64::from(start), &mut buf).map(|()| buf)).await;
+            let read =
+                tokio::task::spawn_blocking(move || store.read_at(&chunk, u64::from(start), &mut buf).map(|()| buf))
+                    .await;
             match read {
                 Ok(Ok(buf)) => {
                     let range = wire::ByteRange::new(start, end).expect("requests carry non-empty ranges");
@@ -163,20 +178,45 @@ async fn handle(node: &Node, request: Request, body: Vec<u8>) -> (Response, Opti
         }
         Request::Put { chunk, grant, .. } => {
             let Some(key) = node.trusted_key else {
-                return (Response::error(req, ErrorCode::GrantInvalid, "this node trusts no grant key yet"), None);
+                return (
+                    Response::error(req, ErrorCode::GrantInvalid, "this node trusts no grant key yet"),
+                    None,
+                );
             };
             let Some(grant) = grant else {
-                return (Response::error(req, ErrorCode::GrantMissing, format!("writing chunk {chunk} needs a grant")), None);
+                return (
+                    Response::error(
+                        req,
+                        ErrorCode::GrantMissing,
+                        format!("writing chunk {chunk} needs a grant"),
+                    ),
+                    None,
+                );
             };
             if grant.chunk != chunk {
-                return (Response::error(req, ErrorCode::GrantInvalid, format!("grant is for {}, not {chunk}", grant.chunk)), None);
+                return (
+                    Response::error(
+                        req,
+                        ErrorCode::GrantInvalid,
+                        format!("grant is for {}, not {chunk}", grant.chunk),
+                    ),
+                    None,
+                );
             }
             match grant.check(&key, now_s()) {
                 Ok(()) => {}
                 Err(e @ GrantError::Expired { .. }) => {
-                    return (Response::error(req, ErrorCode::GrantExpired, format!("grant for {chunk}: {e}")), None);
+                    return (
+                        Response::error(req, ErrorCode::GrantExpired, format!("grant for {chunk}: {e}")),
+                        None,
+                    );
                 }
-                Err(e) => return (Response::error(req, ErrorCode::GrantInvalid, format!("grant for {chunk}: {e}")), None),
+                Err(e) => {
+                    return (
+                        Response::error(req, ErrorCode::GrantInvalid, format!("grant for {chunk}: {e}")),
+                        None,
+                    );
+                }
             }
             let _permit = node.puts.acquire().await.expect("the put semaphore is never closed");
             let store = node.store.clone();
@@ -201,12 +241,20 @@ async fn handle(node: &Node, request: Request, body: Vec<u8>) -> (Response, Opti
                 Err(e) => (Response::error(req, ErrorCode::Internal, e.to_string()), None),
             }
         }
-        Request::Inventory { ticket, after, limit, .. } => {
+        Request::Inventory {
+            ticket, after, limit, ..
+        } => {
             let Some(key) = node.trusted_key else {
-                return (Response::error(req, ErrorCode::Unauthorized, "this node trusts no controller key yet"), None);
+                return (
+                    Response::error(req, ErrorCode::Unauthorized, "this node trusts no controller key yet"),
+                    None,
+                );
             };
             if let Err(e) = ticket.check(&key, node.id, now_s()) {
-                return (Response::error(req, ErrorCode::Unauthorized, format!("inventory ticket: {e}")), None);
+                return (
+                    Response::error(req, ErrorCode::Unauthorized, format!("inventory ticket: {e}")),
+                    None,
+                );
             }
             let store = node.store.clone();
             match tokio::task::spawn_blocking(move || store.page(after.as_ref(), limit as usize)).await {
@@ -215,7 +263,13 @@ async fn handle(node: &Node, request: Request, body: Vec<u8>) -> (Response, Opti
                 Err(e) => (Response::error(req, ErrorCode::Internal, e.to_string()), None),
             }
         }
-        Request::Stats { .. } => (Response::Stats { req, stats: node.stats() }, None),
+        Request::Stats { .. } => (
+            Response::Stats {
+                req,
+                stats: node.stats(),
+            },
+            None,
+        ),
     }
 }
 

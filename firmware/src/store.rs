@@ -15,8 +15,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use trove_common::id::ChunkHasher;
 use trove_common::ChunkId;
+use trove_common::id::ChunkHasher;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -36,9 +36,16 @@ pub enum StoreError {
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     move |source| {
         if source.raw_os_error() == Some(libc::ENOSPC) {
-            StoreError::DiskFull { free: 0, needed: 0, reserve: 0 }
+            StoreError::DiskFull {
+                free: 0,
+                needed: 0,
+                reserve: 0,
+            }
         } else {
-            StoreError::Io { path: path.to_owned(), source }
+            StoreError::Io {
+                path: path.to_owned(),
+                source,
+            }
         }
     }
 }
@@ -68,7 +75,11 @@ pub struct OpenReport {
 impl Store {
     /// Opens (creating if needed) the store under `data_dir`, removes unfinished writes and
     /// counts what is held.
-    pub fn open(data_dir: &Path, capacity_bytes: u64, disk_reserve_bytes: u64) -> Result<(Store, OpenReport), StoreError> {
+    pub fn open(
+        data_dir: &Path,
+        capacity_bytes: u64,
+        disk_reserve_bytes: u64,
+    ) -> Result<(Store, OpenReport), StoreError> {
         let store = Store {
             chunks_dir: data_dir.join("chunks"),
             tmp_dir: data_dir.join("tmp"),
@@ -96,7 +107,10 @@ impl Store {
                 let parsed = name.to_str().and_then(|n| n.parse::<ChunkId>().ok());
                 let len = entry.metadata().map_err(io_at(&entry.path()))?.len();
                 match parsed {
-                    Some(chunk) if u64::from(chunk.len()) == len && fanout_of(&chunk) == fan.file_name().unwrap_or_default().to_str().unwrap_or("") => {
+                    Some(chunk)
+                        if u64::from(chunk.len()) == len
+                            && fanout_of(&chunk) == fan.file_name().unwrap_or_default().to_str().unwrap_or("") =>
+                    {
                         report.chunks += 1;
                         report.bytes += len;
                     }
@@ -109,7 +123,9 @@ impl Store {
                 }
             }
         }
-        let n_quarantined = fs::read_dir(&store.quarantine_dir).map_err(io_at(&store.quarantine_dir))?.count() as u64;
+        let n_quarantined = fs::read_dir(&store.quarantine_dir)
+            .map_err(io_at(&store.quarantine_dir))?
+            .count() as u64;
         store.used_bytes.store(report.bytes, Ordering::Relaxed);
         store.n_chunks.store(report.chunks, Ordering::Relaxed);
         store.n_quarantined.store(n_quarantined, Ordering::Relaxed);
@@ -156,9 +172,17 @@ impl Store {
         let reservation = self.reserve(needed)?;
         let free = disk_free_bytes(&self.tmp_dir).map_err(io_at(&self.tmp_dir))?;
         if free < needed + self.disk_reserve_bytes {
-            return Err(StoreError::DiskFull { free, needed, reserve: self.disk_reserve_bytes });
+            return Err(StoreError::DiskFull {
+                free,
+                needed,
+                reserve: self.disk_reserve_bytes,
+            });
         }
-        let tmp = self.tmp_dir.join(format!("{}.{}", std::process::id(), self.tmp_seq.fetch_add(1, Ordering::Relaxed)));
+        let tmp = self.tmp_dir.join(format!(
+            "{}.{}",
+            std::process::id(),
+            self.tmp_seq.fetch_add(1, Ordering::Relaxed)
+        ));
         let result = self.write_durably(&tmp, chunk, bytes);
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -170,7 +194,11 @@ impl Store {
     }
 
     fn write_durably(&self, tmp: &Path, chunk: &ChunkId, bytes: &[u8]) -> Result<(), StoreError> {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(tmp).map_err(io_at(tmp))?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(tmp)
+            .map_err(io_at(tmp))?;
         f.write_all(bytes).map_err(io_at(tmp))?;
         f.sync_all().map_err(io_at(tmp))?;
         drop(f);
@@ -185,10 +213,23 @@ impl Store {
         let mut used = self.used_bytes.load(Ordering::Relaxed);
         loop {
             if used + needed > self.capacity_bytes {
-                return Err(StoreError::CapacityFull { used, capacity: self.capacity_bytes, needed });
+                return Err(StoreError::CapacityFull {
+                    used,
+                    capacity: self.capacity_bytes,
+                    needed,
+                });
             }
-            match self.used_bytes.compare_exchange_weak(used, used + needed, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return Ok(Reservation { store: self, bytes: needed, kept: false }),
+            match self
+                .used_bytes
+                .compare_exchange_weak(used, used + needed, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    return Ok(Reservation {
+                        store: self,
+                        bytes: needed,
+                        kept: false,
+                    });
+                }
                 Err(now) => used = now,
             }
         }
@@ -293,7 +334,8 @@ fn fanout_dirs(chunks_dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
 /// Bytes available to an unprivileged writer on the filesystem holding `path`.
 pub fn disk_free_bytes(path: &Path) -> io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
@@ -309,7 +351,9 @@ mod tests {
 
     fn chunks_of(bytes: &[u8]) -> Vec<(ChunkId, Vec<u8>)> {
         let m = Manifest::of_bytes(bytes, 16 * 1024).unwrap();
-        m.chunks().map(|c| (c, bytes[c.offset() as usize..][..c.len() as usize].to_vec())).collect()
+        m.chunks()
+            .map(|c| (c, bytes[c.offset() as usize..][..c.len() as usize].to_vec()))
+            .collect()
     }
 
     #[test]
@@ -352,9 +396,15 @@ mod tests {
         let (store, _) = Store::open(dir.path(), 20_000, 0).unwrap();
         let mut bad = chunks[0].1.clone();
         bad[0] ^= 1;
-        assert!(matches!(store.put(&chunks[0].0, &bad), Err(StoreError::HashMismatch(_))));
+        assert!(matches!(
+            store.put(&chunks[0].0, &bad),
+            Err(StoreError::HashMismatch(_))
+        ));
         store.put(&chunks[0].0, &chunks[0].1).unwrap();
-        assert!(matches!(store.put(&chunks[1].0, &chunks[1].1), Err(StoreError::CapacityFull { .. })));
+        assert!(matches!(
+            store.put(&chunks[1].0, &chunks[1].1),
+            Err(StoreError::CapacityFull { .. })
+        ));
         assert_eq!(store.used_bytes(), 16 * 1024);
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert!(!store.contains(&chunks[1].0));
@@ -371,7 +421,11 @@ mod tests {
         }
         fs::write(dir.path().join("tmp/123.0"), b"half a chunk").unwrap();
         // A file named like a chunk but with the wrong length (e.g. damaged by hand).
-        let p = dir.path().join("chunks").join(fanout_of(&chunks[1].0)).join(chunks[1].0.to_string());
+        let p = dir
+            .path()
+            .join("chunks")
+            .join(fanout_of(&chunks[1].0))
+            .join(chunks[1].0.to_string());
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(&p, b"short").unwrap();
         let (store, report) = Store::open(dir.path(), 1 << 30, 0).unwrap();
