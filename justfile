@@ -18,3 +18,7 @@ bench size_mib="1024" runs="3":
 nostd:
     rustup target add thumbv7em-none-eabihf
     cargo build -p trove-common --no-default-features --target thumbv7em-none-eabihf
+
+# Fuzz every decoder for a while each (needs nightly and `cargo install cargo-fuzz`).
+fuzz seconds="60":
+    for t in wire_request wire_response manifest text_forms; do cargo +nightly fuzz run $t -- -max_total_time={{seconds}} || exit 1; done

@@ -89,7 +89,7 @@ cat "$WORK/www/file" "$WORK"/node*/chunks/*/* >/dev/null
 OUT="$WORK/out"
 run_trove() { rm -f "$OUT" "$OUT.trove-part" "$OUT.trove-state"; "$BIN/trove" fetch "$WORK/manifest" "${NODES[@]}" -o "$OUT" --no-progress >/dev/null 2>&1; }
 run_curl() { rm -f "$OUT"; curl -sf -o "$OUT" "http://127.0.0.1:$P1/file"; }
-run_aria() { rm -f "$OUT"; aria2c -q -x3 -s3 -k1M --file-allocation=none --allow-overwrite=true --auto-file-renaming=false \
+run_aria2() { rm -f "$OUT"; aria2c -q -x3 -s3 -k1M --file-allocation=none --allow-overwrite=true --auto-file-renaming=false \
   -d "$WORK" -o out "http://127.0.0.1:$P1/file" "http://127.0.0.1:$P2/file" "http://127.0.0.1:$P3/file"; }
 
 declare -A RATE CPU

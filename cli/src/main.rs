@@ -46,23 +46,28 @@ enum Command {
         /// Appliance address; repeat for each. Chunk i goes to nodes i, i+1, ... (mod n).
         #[arg(long = "node", required = true)]
         nodes: Vec<SocketAddr>,
-        #[arg(long, default_value_t = 3)]
-        replicas: usize,
+        /// Copies of each chunk (at most one per node).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+        replicas: u16,
         /// Where to write the manifest (default: FILE.manifest).
         #[arg(long)]
         manifest_out: Option<PathBuf>,
         #[arg(long, default_value_t = CHUNK_BYTES_DEFAULT)]
         chunk_bytes: u32,
+        /// How long the signed grants stay valid.
         #[arg(long, default_value_t = 3600)]
         grant_ttl_secs: u64,
+        /// No progress bar.
         #[arg(long)]
         no_progress: bool,
     },
     /// Download a file described by a manifest from appliances, verified and resumable.
     Fetch {
         manifest: PathBuf,
+        /// Appliance address to fetch from; repeat for each. Each is asked what it holds.
         #[arg(long = "node", required = true)]
         nodes: Vec<SocketAddr>,
+        /// Where to write the file (OUT.trove-part and OUT.trove-state meanwhile).
         #[arg(short, long)]
         out: PathBuf,
         /// Cap on the download rate, e.g. 8MiB (per second).
@@ -71,6 +76,7 @@ enum Command {
         /// Print a JSON report on stdout at the end.
         #[arg(long)]
         json: bool,
+        /// No progress bar.
         #[arg(long)]
         no_progress: bool,
     },
@@ -106,6 +112,7 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -289,11 +296,11 @@ async fn put(
     manifest: &Manifest,
     key: &SigningKey,
     nodes: &[SocketAddr],
-    replicas: usize,
+    replicas: u16,
     grant_ttl_secs: u64,
     progress: bool,
 ) -> anyhow::Result<()> {
-    let replicas = replicas.clamp(1, nodes.len());
+    let replicas = usize::from(replicas).min(nodes.len());
     let pb = bar(manifest.size() * replicas as u64, progress, "putting");
     let mut queues = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();

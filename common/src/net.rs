@@ -320,6 +320,19 @@ impl ClientReader {
     }
 }
 
+/// Writes only a response's header; the caller sends its `body_len()` bytes right after
+/// (troved does, with `sendfile`).
+pub async fn write_response_header<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    scratch: &mut Vec<u8>,
+    resp: &Response,
+) -> Result<(), NetError> {
+    scratch.clear();
+    wire::encode_response(resp, scratch);
+    w.write_all(scratch).await?;
+    Ok(())
+}
+
 /// Writes a response header and its body, if any.
 pub async fn write_response<W: AsyncWrite + Unpin>(
     w: &mut W,

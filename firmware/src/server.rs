@@ -2,24 +2,28 @@
 //!
 //! Anything a peer sends that does not decode closes its connection with a logged reason;
 //! refusals (no grant, full, unknown chunk) are answered with an error and the connection
-//! goes on. Request bodies are always consumed, even when refused, so pipelined requests
-//! behind a refused put stay in step.
+//! goes on. A put is judged on its header before its body is read; a refused body is read
+//! and dropped through a small buffer, so pipelined requests behind it stay in step and no
+//! unauthorised client can make the node hold bytes. Chunks go out with `sendfile`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter, Interest};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 use trove_common::grant::GrantError;
 use trove_common::net::{self, NetError};
-use trove_common::wire::{self, ErrorCode, NodeStats, Request, Response};
-use trove_common::{NodeId, PublicKey};
+use trove_common::wire::{self, ByteRange, ErrorCode, NodeStats, Request, Response};
+use trove_common::{ChunkId, NodeId, PublicKey};
 
-use crate::limits::{CONNECTIONS_MAX, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, IO_BUFFER_BYTES, PUTS_INFLIGHT_MAX};
+use crate::limits::{
+    BODY_TIMEOUT, CONNECTIONS_MAX, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, IO_BUFFER_BYTES, PUT_BODY_BYTES_INFLIGHT_MAX,
+};
 use crate::store::{Store, StoreError};
 
 /// Everything a connection needs, shared.
@@ -30,7 +34,14 @@ pub struct Node {
     pub started: Instant,
     pub bytes_served: AtomicU64,
     pub bytes_stored: AtomicU64,
-    puts: Semaphore,
+    /// Bytes of put bodies held in memory at once, in [`BUDGET_UNIT_BYTES`] units.
+    body_budget: Semaphore,
+}
+
+const BUDGET_UNIT_BYTES: u64 = 1024;
+
+fn budget_units(len: u64) -> u32 {
+    len.div_ceil(BUDGET_UNIT_BYTES) as u32
 }
 
 impl Node {
@@ -42,7 +53,7 @@ impl Node {
             started: Instant::now(),
             bytes_served: AtomicU64::new(0),
             bytes_stored: AtomicU64::new(0),
-            puts: Semaphore::new(PUTS_INFLIGHT_MAX),
+            body_budget: Semaphore::new(budget_units(PUT_BODY_BYTES_INFLIGHT_MAX) as usize),
         }
     }
 
@@ -113,7 +124,6 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, node: &Node) -> R
 
     let mut header = Vec::new();
     let mut scratch = Vec::new();
-    let mut body = Vec::new();
     loop {
         let more = tokio::time::timeout(IDLE_TIMEOUT, net::read_header(&mut reader, &mut header))
             .await
@@ -122,31 +132,17 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, node: &Node) -> R
             return Ok(());
         }
         let request = wire::decode_request(&header)?;
-        // Bodies come right after their header; read them before answering.
-        body.clear();
-        let body_len = request.body_len() as usize;
-        if body_len > 0 {
-            body.resize(body_len, 0);
-            tokio::time::timeout(IDLE_TIMEOUT, reader.read_exact(&mut body))
-                .await
-                .map_err(|_| NetError::Timeout(IDLE_TIMEOUT))?
-                .map_err(|e| {
-                    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                        NetError::Closed
-                    } else {
-                        e.into()
-                    }
-                })?;
-        }
-        let (response, out) = handle(node, request, std::mem::take(&mut body)).await;
-        let send = match &out {
-            Some(bytes) => &bytes[..],
-            None => &[],
+        let req = request.req();
+        let response = match request {
+            Request::Get { chunk, range, .. } => {
+                send_chunk(&mut writer, &mut scratch, node, req, chunk, range).await?;
+                None
+            }
+            Request::Put { chunk, grant, .. } => Some(receive_put(&mut reader, node, req, chunk, grant).await?),
+            other => Some(answer(node, other).await),
         };
-        net::write_response(&mut writer, &mut scratch, &response, send).await?;
-        if let Some(bytes) = out {
-            node.bytes_served.fetch_add(bytes.len() as u64, Ordering::Relaxed);
-            body = bytes; // reuse the allocation
+        if let Some(response) = response {
+            net::write_response(&mut writer, &mut scratch, &response, &[]).await?;
         }
         // Answer pipelined requests in batches: flush only when nothing more is waiting.
         if reader.buffer().is_empty() {
@@ -155,121 +151,230 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, node: &Node) -> R
     }
 }
 
-/// Answers one request; returns the response and the body to send after it.
-async fn handle(node: &Node, request: Request, body: Vec<u8>) -> (Response, Option<Vec<u8>>) {
+/// Sends a chunk (or part of one) straight from the page cache with `sendfile`, so serving
+/// costs no copy through user space.
+async fn send_chunk(
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    scratch: &mut Vec<u8>,
+    node: &Node,
+    req: u32,
+    chunk: ChunkId,
+    range: Option<ByteRange>,
+) -> Result<(), NetError> {
+    let range = range.unwrap_or_else(|| ByteRange::new(0, chunk.len()).expect("chunks are never empty"));
+    let file = match node.store.open_chunk(&chunk) {
+        Ok(f) => f,
+        Err(e) => return net::write_response(writer, scratch, &store_error(req, e), &[]).await,
+    };
+    net::write_response_header(writer, scratch, &Response::Chunk { req, range }).await?;
+    // The header must leave before the body goes around the buffer.
+    writer.flush().await?;
+    sendfile_all(
+        writer.get_ref().as_ref(),
+        &file,
+        u64::from(range.start()),
+        range.len() as usize,
+    )
+    .await?;
+    node.bytes_served.fetch_add(u64::from(range.len()), Ordering::Relaxed);
+    Ok(())
+}
+
+async fn sendfile_all(
+    stream: &TcpStream,
+    file: &std::fs::File,
+    mut offset: u64,
+    mut len: usize,
+) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    while len > 0 {
+        stream.writable().await?;
+        let sent = stream.try_io(Interest::WRITABLE, || {
+            let mut off = offset as libc::off_t;
+            // SAFETY: both descriptors are open for the duration of the call and `off` is a
+            // valid, writable off_t.
+            let n = unsafe { libc::sendfile(stream.as_raw_fd(), file.as_raw_fd(), &mut off, len) };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match sent {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "chunk file shrank while sending",
+                ));
+            }
+            Ok(n) => {
+                offset += n as u64;
+                len -= n;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Decides on a put from its header alone, then reads or discards its body.
+///
+/// The grant, the capacity and whether the chunk is already held are all checked *before*
+/// the body is read, so a client without a grant cannot make the node hold its bytes;
+/// and the bytes of bodies held at once are capped by `Node::body_budget`.
+async fn receive_put(
+    reader: &mut BufReader<OwnedReadHalf>,
+    node: &Node,
+    req: u32,
+    chunk: ChunkId,
+    grant: Option<trove_common::Grant>,
+) -> Result<Response, NetError> {
+    let len = u64::from(chunk.len());
+    let refusal = match admit_put(node, req, chunk, grant.as_ref()) {
+        Ok(Admission::Write) => None,
+        Ok(Admission::AlreadyHeld) => Some(Response::Stored { req }),
+        Err(resp) => Some(resp),
+    };
+    if let Some(resp) = refusal {
+        discard(reader, len).await?;
+        return Ok(resp);
+    }
+    let _budget = node
+        .body_budget
+        .acquire_many(budget_units(len))
+        .await
+        .expect("the body budget is never closed");
+    let mut body = vec![0u8; chunk.len() as usize];
+    tokio::time::timeout(BODY_TIMEOUT, reader.read_exact(&mut body))
+        .await
+        .map_err(|_| NetError::Timeout(BODY_TIMEOUT))?
+        .map_err(eof_is_closed)?;
+    let store = node.store.clone();
+    match tokio::task::spawn_blocking(move || store.put(&chunk, &body)).await {
+        Ok(Ok(())) => {
+            node.bytes_stored.fetch_add(len, Ordering::Relaxed);
+            debug!(chunk = %chunk, "stored");
+            Ok(Response::Stored { req })
+        }
+        Ok(Err(e)) => {
+            info!(chunk = %chunk, reason = %e, "put refused");
+            Ok(store_error(req, e))
+        }
+        Err(e) => Ok(Response::error(req, ErrorCode::Internal, e.to_string())),
+    }
+}
+
+enum Admission {
+    Write,
+    AlreadyHeld,
+}
+
+fn admit_put(
+    node: &Node,
+    req: u32,
+    chunk: ChunkId,
+    grant: Option<&trove_common::Grant>,
+) -> Result<Admission, Response> {
+    let Some(key) = node.trusted_key else {
+        return Err(Response::error(
+            req,
+            ErrorCode::GrantInvalid,
+            "this node trusts no grant key yet",
+        ));
+    };
+    let Some(grant) = grant else {
+        return Err(Response::error(
+            req,
+            ErrorCode::GrantMissing,
+            format!("writing chunk {chunk} needs a grant"),
+        ));
+    };
+    if grant.chunk != chunk {
+        return Err(Response::error(
+            req,
+            ErrorCode::GrantInvalid,
+            format!("grant is for {}, not {chunk}", grant.chunk),
+        ));
+    }
+    match grant.check(&key, now_s()) {
+        Ok(()) => {}
+        Err(e @ GrantError::Expired { .. }) => {
+            return Err(Response::error(
+                req,
+                ErrorCode::GrantExpired,
+                format!("grant for {chunk}: {e}"),
+            ));
+        }
+        Err(e) => {
+            return Err(Response::error(
+                req,
+                ErrorCode::GrantInvalid,
+                format!("grant for {chunk}: {e}"),
+            ));
+        }
+    }
+    match node.store.admit(&chunk) {
+        Ok(true) => Ok(Admission::AlreadyHeld),
+        Ok(false) => Ok(Admission::Write),
+        Err(e) => Err(store_error(req, e)),
+    }
+}
+
+/// Reads and drops `len` body bytes through a small buffer, keeping pipelined requests in step.
+async fn discard(reader: &mut BufReader<OwnedReadHalf>, len: u64) -> Result<(), NetError> {
+    let copied = tokio::time::timeout(
+        BODY_TIMEOUT,
+        tokio::io::copy(&mut reader.take(len), &mut tokio::io::sink()),
+    )
+    .await
+    .map_err(|_| NetError::Timeout(BODY_TIMEOUT))??;
+    if copied < len {
+        return Err(NetError::Closed);
+    }
+    Ok(())
+}
+
+fn eof_is_closed(e: std::io::Error) -> NetError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        NetError::Closed
+    } else {
+        e.into()
+    }
+}
+
+/// Answers the requests that carry no body and send none back.
+async fn answer(node: &Node, request: Request) -> Response {
     let req = request.req();
     match request {
-        Request::Get { chunk, range, .. } => {
-            let (start, end) = range.map_or((0, chunk.len()), |r| (r.start(), r.end()));
-            let store = node.store.clone();
-            let mut buf = body;
-            buf.resize((end - start) as usize, 0);
-            let read =
-                tokio::task::spawn_blocking(move || store.read_at(&chunk, u64::from(start), &mut buf).map(|()| buf))
-                    .await;
-            match read {
-                Ok(Ok(buf)) => {
-                    let range = wire::ByteRange::new(start, end).expect("requests carry non-empty ranges");
-                    (Response::Chunk { req, range }, Some(buf))
-                }
-                Ok(Err(e)) => (store_error(req, e), None),
-                Err(e) => (Response::error(req, ErrorCode::Internal, e.to_string()), None),
-            }
-        }
-        Request::Put { chunk, grant, .. } => {
-            let Some(key) = node.trusted_key else {
-                return (
-                    Response::error(req, ErrorCode::GrantInvalid, "this node trusts no grant key yet"),
-                    None,
-                );
-            };
-            let Some(grant) = grant else {
-                return (
-                    Response::error(
-                        req,
-                        ErrorCode::GrantMissing,
-                        format!("writing chunk {chunk} needs a grant"),
-                    ),
-                    None,
-                );
-            };
-            if grant.chunk != chunk {
-                return (
-                    Response::error(
-                        req,
-                        ErrorCode::GrantInvalid,
-                        format!("grant is for {}, not {chunk}", grant.chunk),
-                    ),
-                    None,
-                );
-            }
-            match grant.check(&key, now_s()) {
-                Ok(()) => {}
-                Err(e @ GrantError::Expired { .. }) => {
-                    return (
-                        Response::error(req, ErrorCode::GrantExpired, format!("grant for {chunk}: {e}")),
-                        None,
-                    );
-                }
-                Err(e) => {
-                    return (
-                        Response::error(req, ErrorCode::GrantInvalid, format!("grant for {chunk}: {e}")),
-                        None,
-                    );
-                }
-            }
-            let _permit = node.puts.acquire().await.expect("the put semaphore is never closed");
-            let store = node.store.clone();
-            let len = body.len() as u64;
-            match tokio::task::spawn_blocking(move || store.put(&chunk, &body)).await {
-                Ok(Ok(())) => {
-                    node.bytes_stored.fetch_add(len, Ordering::Relaxed);
-                    debug!(chunk = %chunk, "stored");
-                    (Response::Stored { req }, None)
-                }
-                Ok(Err(e)) => {
-                    info!(chunk = %chunk, reason = %e, "put refused");
-                    (store_error(req, e), None)
-                }
-                Err(e) => (Response::error(req, ErrorCode::Internal, e.to_string()), None),
-            }
-        }
+        Request::Get { .. } | Request::Put { .. } => unreachable!("handled by send_chunk and receive_put"),
         Request::Has { chunks, .. } => {
             let store = node.store.clone();
             match tokio::task::spawn_blocking(move || chunks.iter().map(|c| store.contains(c)).collect()).await {
-                Ok(have) => (Response::Has { req, have }, None),
-                Err(e) => (Response::error(req, ErrorCode::Internal, e.to_string()), None),
+                Ok(have) => Response::Has { req, have },
+                Err(e) => Response::error(req, ErrorCode::Internal, e.to_string()),
             }
         }
         Request::Inventory {
             ticket, after, limit, ..
         } => {
             let Some(key) = node.trusted_key else {
-                return (
-                    Response::error(req, ErrorCode::Unauthorized, "this node trusts no controller key yet"),
-                    None,
-                );
+                return Response::error(req, ErrorCode::Unauthorized, "this node trusts no controller key yet");
             };
             if let Err(e) = ticket.check(&key, node.id, now_s()) {
-                return (
-                    Response::error(req, ErrorCode::Unauthorized, format!("inventory ticket: {e}")),
-                    None,
-                );
+                return Response::error(req, ErrorCode::Unauthorized, format!("inventory ticket: {e}"));
             }
             let store = node.store.clone();
             match tokio::task::spawn_blocking(move || store.page(after.as_ref(), limit as usize)).await {
-                Ok(Ok((chunks, more))) => (Response::Inventory { req, chunks, more }, None),
-                Ok(Err(e)) => (store_error(req, e), None),
-                Err(e) => (Response::error(req, ErrorCode::Internal, e.to_string()), None),
+                Ok(Ok((chunks, more))) => Response::Inventory { req, chunks, more },
+                Ok(Err(e)) => store_error(req, e),
+                Err(e) => Response::error(req, ErrorCode::Internal, e.to_string()),
             }
         }
-        Request::Stats { .. } => (
-            Response::Stats {
-                req,
-                stats: node.stats(),
-            },
-            None,
-        ),
+        Request::Stats { .. } => Response::Stats {
+            req,
+            stats: node.stats(),
+        },
     }
 }
 

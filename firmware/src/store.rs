@@ -4,7 +4,8 @@
 //! get out of step after a crash, and an idle node keeps no per-chunk state in memory.
 //!
 //! A chunk becomes visible only whole and verified: its bytes are hashed, written to
-//! `tmp/`, fsynced, renamed into `chunks/<xx>/`, and the directory is fsynced. A crash at any
+//! `tmp/`, fsynced, hard-linked into `chunks/<xx>/` (a link never replaces an existing
+//! chunk, so racing puts of one chunk store and count it once), and the directory is fsynced. A crash at any
 //! point leaves either no chunk or the whole chunk; leftovers in `tmp/` are removed at start.
 //! A chunk that fails a later check (the scrubber, or a length mismatch) is moved to
 //! `quarantine/` and is never served again. See `docs/on-disk.md` for the layout.
@@ -140,9 +141,9 @@ impl Store {
         self.path_of(chunk).is_file()
     }
 
-    /// Reads `buf.len()` bytes of a chunk starting at `at`. A stored file whose length does
-    /// not match its name is quarantined and reported missing.
-    pub fn read_at(&self, chunk: &ChunkId, at: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+    /// Opens a held chunk for reading. A stored file whose length does not match its name is
+    /// quarantined and reported missing.
+    pub fn open_chunk(&self, chunk: &ChunkId) -> Result<File, StoreError> {
         let path = self.path_of(chunk);
         let file = match File::open(&path) {
             Ok(f) => f,
@@ -155,7 +156,34 @@ impl Store {
             self.quarantine(chunk)?;
             return Err(StoreError::NotFound(*chunk));
         }
-        file.read_exact_at(buf, at).map_err(io_at(&path))
+        Ok(file)
+    }
+
+    /// Reads `buf.len()` bytes of a chunk starting at `at`.
+    pub fn read_at(&self, chunk: &ChunkId, at: u64, buf: &mut [u8]) -> Result<(), StoreError> {
+        let file = self.open_chunk(chunk)?;
+        file.read_exact_at(buf, at).map_err(|source| StoreError::Io {
+            path: self.path_of(chunk),
+            source,
+        })
+    }
+
+    /// Whether a put of `chunk` could go ahead now: `Ok(true)` if it is already held (nothing
+    /// to write), `Ok(false)` if it fits, or why not. `put` checks again for real.
+    pub fn admit(&self, chunk: &ChunkId) -> Result<bool, StoreError> {
+        if self.contains(chunk) {
+            return Ok(true);
+        }
+        let used = self.used_bytes();
+        let needed = u64::from(chunk.len());
+        if used + needed > self.capacity_bytes {
+            return Err(StoreError::CapacityFull {
+                used,
+                capacity: self.capacity_bytes,
+                needed,
+            });
+        }
+        Ok(false)
     }
 
     /// Verifies and durably stores a chunk. Storing a chunk already held is a no-op.
@@ -184,16 +212,22 @@ impl Store {
             self.tmp_seq.fetch_add(1, Ordering::Relaxed)
         ));
         let result = self.write_durably(&tmp, chunk, bytes);
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp);
-            return result;
+        let _ = fs::remove_file(&tmp);
+        match result? {
+            Placed::New => {
+                reservation.keep();
+                self.n_chunks.fetch_add(1, Ordering::Relaxed);
+            }
+            // A concurrent put of the same chunk won the race: one copy, counted once.
+            Placed::AlreadyThere => {}
         }
-        reservation.keep();
-        self.n_chunks.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
-    fn write_durably(&self, tmp: &Path, chunk: &ChunkId, bytes: &[u8]) -> Result<(), StoreError> {
+    /// Writes `tmp`, then links it into place only if no chunk file is there yet (a hard link
+    /// never replaces; a rename would, and two racing puts would both count the chunk).
+    /// The caller removes `tmp` afterwards.
+    fn write_durably(&self, tmp: &Path, chunk: &ChunkId, bytes: &[u8]) -> Result<Placed, StoreError> {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
@@ -205,8 +239,13 @@ impl Store {
         let to = self.path_of(chunk);
         let dir = to.parent().expect("chunk paths have a fan-out parent");
         fs::create_dir_all(dir).map_err(io_at(dir))?;
-        fs::rename(tmp, &to).map_err(io_at(&to))?;
-        File::open(dir).and_then(|d| d.sync_all()).map_err(io_at(dir))
+        let placed = match fs::hard_link(tmp, &to) {
+            Ok(()) => Placed::New,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Placed::AlreadyThere,
+            Err(e) => return Err(StoreError::Io { path: to, source: e }),
+        };
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_at(dir))?;
+        Ok(placed)
     }
 
     fn reserve(&self, needed: u64) -> Result<Reservation<'_>, StoreError> {
@@ -293,6 +332,11 @@ impl Store {
     pub fn disk_free_bytes(&self) -> u64 {
         disk_free_bytes(&self.chunks_dir).unwrap_or(0)
     }
+}
+
+enum Placed {
+    New,
+    AlreadyThere,
 }
 
 /// Capacity held for a put under way; given back unless the put succeeds.
