@@ -31,6 +31,13 @@ impl PublicKey {
     pub fn to_bytes(&self) -> [u8; 32] {
         self.0.to_bytes()
     }
+
+    /// Checks a signature made with [`SigningKey::sign_raw`].
+    pub fn verify_raw(&self, msg: &[u8], sig: &[u8; 64]) -> bool {
+        self.0
+            .verify_strict(msg, &ed25519_dalek::Signature::from_bytes(sig))
+            .is_ok()
+    }
 }
 
 impl fmt::Display for PublicKey {
@@ -74,6 +81,11 @@ impl SigningKey {
             expires_at_s,
             sig: Sig(sig.to_bytes()),
         }
+    }
+
+    /// Signs arbitrary bytes; the caller owns domain separation.
+    pub fn sign_raw(&self, msg: &[u8]) -> [u8; 64] {
+        self.0.sign(msg).to_bytes()
     }
 
     pub fn inventory_ticket(&self, node: NodeId, expires_at_s: u64) -> InventoryTicket {
