@@ -17,6 +17,7 @@
 
 extern crate alloc;
 
+pub mod api;
 pub mod control;
 pub mod grant;
 pub mod hex;
