@@ -262,19 +262,10 @@ impl JoinToken {
             .trim()
             .strip_prefix(TOKEN_PREFIX)
             .ok_or(ControlError::BadToken("missing trove1- prefix"))?;
-        if hexed.len() % 2 != 0 || hexed.len() > 2048 {
-            return Err(ControlError::BadToken("bad length"));
+        if hexed.len() > 2048 {
+            return Err(ControlError::BadToken("too long"));
         }
-        let bytes: Vec<u8> = hexed
-            .as_bytes()
-            .chunks(2)
-            .map(|p| {
-                core::str::from_utf8(p)
-                    .ok()
-                    .and_then(|p| u8::from_str_radix(p, 16).ok())
-            })
-            .collect::<Option<_>>()
-            .ok_or(ControlError::BadToken("not hex"))?;
+        let bytes = hex::decode_vec(hexed).map_err(|_| ControlError::BadToken("not hex"))?;
         let token: JoinToken = postcard::from_bytes(&bytes).map_err(|_| ControlError::BadToken("malformed"))?;
         PublicKey::from_bytes(&token.controller_key).map_err(|_| ControlError::BadToken("bad controller key"))?;
         Ok(token)

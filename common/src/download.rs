@@ -539,15 +539,11 @@ impl ResumeState {
         let size: u64 = field("size")?.parse().ok()?;
         let chunk_bytes: u32 = field("chunk_bytes")?.parse().ok()?;
         let hex = field("done")?;
-        if chunk_bytes == 0 || hex.len() % 2 != 0 {
+        if chunk_bytes == 0 {
             return None;
         }
         let n = size.div_ceil(u64::from(chunk_bytes)) as usize;
-        let bytes: Vec<u8> = hex
-            .as_bytes()
-            .chunks(2)
-            .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
-            .collect::<Option<_>>()?;
+        let bytes = crate::hex::decode_vec(&hex).ok()?;
         if bytes.len() != n.div_ceil(8) {
             return None;
         }

@@ -39,6 +39,26 @@ pub fn decode<const N: usize>(s: &str) -> Result<[u8; N], HexError> {
     Ok(out)
 }
 
+/// Decodes any even number of hex digits (either case).
+pub fn decode_vec(s: &str) -> Result<alloc::vec::Vec<u8>, HexError> {
+    let digits = s.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return Err(HexError::Length {
+            expected: digits.len() + 1,
+            got: digits.len(),
+        });
+    }
+    digits
+        .chunks_exact(2)
+        .enumerate()
+        .map(|(i, pair)| {
+            let hi = nibble(pair[0]).ok_or(HexError::Digit(2 * i))?;
+            let lo = nibble(pair[1]).ok_or(HexError::Digit(2 * i + 1))?;
+            Ok((hi << 4) | lo)
+        })
+        .collect()
+}
+
 fn nibble(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
@@ -58,5 +78,7 @@ mod tests {
         assert_eq!(decode::<3>("00ABff"), Ok([0x00, 0xab, 0xff]));
         assert_eq!(decode::<2>("abc"), Err(HexError::Length { expected: 4, got: 3 }));
         assert_eq!(decode::<2>("ab0g"), Err(HexError::Digit(3)));
+        assert_eq!(decode_vec("00ABff"), Ok(alloc::vec![0x00, 0xab, 0xff]));
+        assert!(decode_vec("abc").is_err() && decode_vec("zz").is_err());
     }
 }

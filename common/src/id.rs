@@ -95,6 +95,9 @@ impl FromStr for NodeId {
     }
 }
 
+/// Bytes in [`ChunkId::key_bytes`].
+pub const CHUNK_KEY_BYTES: usize = 45;
+
 /// One chunk of one file, named by what it hashes to at its place in the file.
 ///
 /// - `hash`: the chunk's BLAKE3 chaining value at `offset`; for a file of a single chunk
@@ -187,6 +190,32 @@ impl ChunkId {
     /// True when this chunk is a whole file and its hash is that file's root hash.
     pub fn is_root(&self) -> bool {
         self.root
+    }
+
+    /// A fixed-width binary key (database column, map key): hash ‖ offset u64 BE ‖ len u32 BE
+    /// ‖ root u8. Big-endian so that byte order is ID order.
+    pub fn key_bytes(&self) -> [u8; CHUNK_KEY_BYTES] {
+        let mut k = [0u8; CHUNK_KEY_BYTES];
+        k[..32].copy_from_slice(&self.hash.0);
+        k[32..40].copy_from_slice(&self.offset.to_be_bytes());
+        k[40..44].copy_from_slice(&self.len.to_be_bytes());
+        k[44] = self.root as u8;
+        k
+    }
+
+    /// The inverse of [`ChunkId::key_bytes`], with the same checks as [`ChunkId::new`].
+    pub fn from_key_bytes(k: &[u8]) -> Option<ChunkId> {
+        let k: &[u8; CHUNK_KEY_BYTES] = k.try_into().ok()?;
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(&k[..32]);
+        let offset = u64::from_be_bytes(k[32..40].try_into().ok()?);
+        let len = u32::from_be_bytes(k[40..44].try_into().ok()?);
+        let root = match k[44] {
+            0 => false,
+            1 => true,
+            _ => return None,
+        };
+        ChunkId::new(Hash32(hash), offset, len, root).ok()
     }
 
     /// Hashes `bytes` as this chunk would be hashed; true only for exactly the right bytes.
@@ -367,6 +396,18 @@ mod tests {
         let mut h = ChunkHasher::new(&id);
         h.update(&bytes); // twice the allowed subtree at this offset
         assert!(!h.matches());
+    }
+
+    #[test]
+    fn key_bytes_round_trip_and_sort_like_ids() {
+        let a = ChunkId::new(Hash32([1; 32]), 1 << 20, 1 << 20, false).unwrap();
+        let b = ChunkId::new(Hash32([1; 32]), 2 << 20, 5, false).unwrap();
+        assert_eq!(ChunkId::from_key_bytes(&a.key_bytes()), Some(a));
+        assert!(a.key_bytes() < b.key_bytes() && a < b);
+        let mut bad = a.key_bytes();
+        bad[44] = 7;
+        assert_eq!(ChunkId::from_key_bytes(&bad), None);
+        assert_eq!(ChunkId::from_key_bytes(&bad[..10]), None);
     }
 
     #[test]

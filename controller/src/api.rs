@@ -1,0 +1,395 @@
+//! The JSON API (`/api/v1`, types in `trove_common::api`) and `/metrics`.
+//!
+//! Every route but health and metrics needs `Authorization: Bearer <token>`. Errors are one
+//! [`ApiError`] mapped to a status and an `ApiErrorBody` a person can read.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use trove_common::api::{
+    ApiErrorBody, ChunkStatus, EnrollRequest, Enrollment, FileStatus, FileView, Health, NodeView, REPLICAS_TARGET,
+    RepairView, ShareRequest, ShareResponse, Upload,
+};
+use trove_common::control::{JoinToken, NodeSecret};
+use trove_common::{FileId, Manifest, NodeId, hex};
+
+use crate::app::{App, now_s};
+use crate::db::Counted;
+use crate::metrics::Gauges;
+use crate::plan;
+use crate::repair::node_facts;
+
+/// How long a write grant handed out with a share stays valid.
+const GRANT_TTL_S: u64 = 3600;
+/// The largest manifest a share may carry (hex), i.e. a file of ~2^20 chunks.
+const MANIFEST_HEX_MAX: usize = 80 << 20;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/enrollments", post(enroll))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/files", post(share))
+        .route("/api/v1/files/{id}", get(file).delete(delete_file))
+        .route("/api/v1/files/{id}/status", get(file_status))
+        .route("/api/v1/repair", get(repair))
+        .route("/metrics", get(metrics))
+        .layer(axum::extract::DefaultBodyLimit::max(MANIFEST_HEX_MAX + 4096))
+        .with_state(app)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing or malformed Authorization header: use `Authorization: Bearer <token>`")]
+    NoToken,
+    #[error("this token is not valid")]
+    BadToken,
+    #[error("only an admin may do this")]
+    Forbidden,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    InsufficientStorage(String),
+    #[error("internal error: {0:#}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, word) = match &self {
+            ApiError::NoToken | ApiError::BadToken => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
+            ApiError::Internal(e) => {
+                tracing::error!(error = %format!("{e:#}"), "API request failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
+        };
+        let body = ApiErrorBody {
+            error: word.into(),
+            message: self.to_string(),
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The caller, from the bearer token.
+pub struct Caller {
+    pub user_id: i64,
+    pub is_admin: bool,
+}
+
+impl FromRequestParts<Arc<App>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        app.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty());
+        let Some(token) = token else {
+            app.metrics.http_unauthorized.fetch_add(1, Ordering::Relaxed);
+            return Err(ApiError::NoToken);
+        };
+        match app.db.user_of_token(token).await? {
+            Some((user_id, is_admin)) => Ok(Caller { user_id, is_admin }),
+            None => {
+                app.metrics.http_unauthorized.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("API request with an unknown token refused");
+                Err(ApiError::BadToken)
+            }
+        }
+    }
+}
+
+async fn health(State(app): State<Arc<App>>) -> Json<Health> {
+    Json(Health {
+        ok: true,
+        version: env!("CARGO_PKG_VERSION").into(),
+        controller_key: app.key.public().to_string(),
+    })
+}
+
+/// Makes an enrollment: a new node ID and secret, and the token that carries them.
+pub async fn make_enrollment(app: &App, name: Option<&str>) -> anyhow::Result<Enrollment> {
+    let mut id = [0u8; 16];
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let node_id = NodeId(id);
+    app.db.enroll_node(&node_id, &secret, name, now_s()).await?;
+    let token = JoinToken {
+        broker: app.broker_for_nodes.clone(),
+        node_id,
+        secret: NodeSecret(secret),
+        controller_key: app.key.public().to_bytes(),
+    };
+    Ok(Enrollment {
+        node_id: node_id.to_string(),
+        token: token.encode(),
+    })
+}
+
+async fn enroll(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    body: Option<Json<EnrollRequest>>,
+) -> Result<Json<Enrollment>, ApiError> {
+    if !caller.is_admin {
+        return Err(ApiError::Forbidden);
+    }
+    let name = body.and_then(|Json(b)| b.name);
+    if name.as_ref().is_some_and(|n| n.len() > 128) {
+        return Err(ApiError::BadRequest("name is longer than 128 bytes".into()));
+    }
+    Ok(Json(make_enrollment(&app, name.as_deref()).await?))
+}
+
+async fn nodes(State(app): State<Arc<App>>, _caller: Caller) -> Result<Json<Vec<NodeView>>, ApiError> {
+    let rows = app.db.nodes().await?;
+    let holdings = app.db.holdings().await?;
+    let mut per_node: HashMap<NodeId, i64> = HashMap::new();
+    for holders in holdings.values() {
+        for h in holders {
+            *per_node.entry(*h).or_default() += 1;
+        }
+    }
+    Ok(Json(
+        rows.into_iter()
+            .map(|n| NodeView {
+                id: n.id.to_string(),
+                name: n.name,
+                state: n.state,
+                state_since: n.state_since,
+                data_addr: n.data_addr,
+                capacity_bytes: n.capacity_bytes,
+                used_bytes: n.used_bytes,
+                disk_free_bytes: n.disk_free_bytes,
+                chunks: per_node.get(&n.id).copied().unwrap_or(0),
+                version: n.version,
+                board: n.board,
+            })
+            .collect(),
+    ))
+}
+
+fn parse_file_id(id: &str) -> Result<FileId, ApiError> {
+    id.parse()
+        .map_err(|e| ApiError::BadRequest(format!("{id:?} is not a file ID: {e}")))
+}
+
+async fn share(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Json(req): Json<ShareRequest>,
+) -> Result<Json<ShareResponse>, ApiError> {
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > 512 {
+        return Err(ApiError::BadRequest("a share needs a name of 1 to 512 bytes".into()));
+    }
+    let bytes =
+        hex::decode_vec(&req.manifest).map_err(|e| ApiError::BadRequest(format!("manifest is not hex: {e}")))?;
+    let manifest = Manifest::decode_self_checked(&bytes).map_err(|e| ApiError::BadRequest(format!("manifest: {e}")))?;
+    let new_file = app.db.add_share(&manifest, caller.user_id, name, now_s()).await?;
+    app.wake_repair.notify_one();
+
+    // What no online node holds yet must come from the client, once, to one node each.
+    let nodes = node_facts(&app.db.nodes().await?);
+    let online: HashSet<NodeId> = nodes.iter().filter(|n| n.online).map(|n| n.id).collect();
+    let mut missing = Vec::new();
+    for (idx, chunk) in manifest.chunks().enumerate() {
+        let holders = app.db.holders_of(&chunk).await?;
+        if !holders.iter().any(|h| online.contains(h)) {
+            missing.push((idx, chunk));
+        }
+    }
+    if !missing.is_empty() && online.is_empty() {
+        return Err(ApiError::Unavailable("no appliance is online to take the file".into()));
+    }
+    let chunks: Vec<_> = missing.iter().map(|(_, c)| *c).collect();
+    let placed = plan::place_primaries(&nodes, &chunks);
+    let addr_of: HashMap<NodeId, String> = nodes
+        .iter()
+        .filter_map(|n| Some((n.id, n.data_addr.clone()?)))
+        .collect();
+    let expires = now_s() as u64 + GRANT_TTL_S;
+    let mut uploads = Vec::with_capacity(missing.len());
+    for ((idx, chunk), node) in missing.iter().zip(placed) {
+        let node = node.ok_or_else(|| {
+            ApiError::InsufficientStorage(format!(
+                "no online appliance has room for chunk {idx} ({} bytes)",
+                chunk.len()
+            ))
+        })?;
+        let grant = app.key.grant(*chunk, expires);
+        uploads.push(Upload {
+            chunk_idx: *idx as u64,
+            node_id: node.to_string(),
+            addr: addr_of[&node].clone(),
+            grant: hex::encode(&postcard::to_allocvec(&grant).map_err(anyhow::Error::from)?),
+        });
+    }
+    tracing::info!(file = %manifest.file_id(), new_file, uploads = uploads.len(), "shared");
+    Ok(Json(ShareResponse {
+        file_id: manifest.file_id().to_string(),
+        size: manifest.size(),
+        new_file,
+        uploads,
+    }))
+}
+
+async fn file(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<FileView>, ApiError> {
+    let id = parse_file_id(&id)?;
+    let f = app
+        .db
+        .file(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no file {id}")))?;
+    let nodes = app.db.nodes().await?;
+    let online: HashMap<NodeId, String> = nodes
+        .into_iter()
+        .filter(|n| n.state == "online")
+        .filter_map(|n| Some((n.id, n.data_addr?)))
+        .collect();
+    let mut holders = Vec::with_capacity(f.manifest.n_chunks());
+    for chunk in f.manifest.chunks() {
+        let h = app.db.holders_of(&chunk).await?;
+        holders.push(h.iter().filter_map(|n| online.get(n).cloned()).collect());
+    }
+    Ok(Json(FileView {
+        file_id: id.to_string(),
+        name: f.name,
+        size: f.manifest.size(),
+        chunk_bytes: f.manifest.chunk_bytes(),
+        manifest: hex::encode(&f.manifest.encode()),
+        holders,
+    }))
+}
+
+async fn file_status(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<FileStatus>, ApiError> {
+    let id = parse_file_id(&id)?;
+    let f = app
+        .db
+        .file(&id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no file {id}")))?;
+    let online: HashSet<NodeId> = app
+        .db
+        .nodes()
+        .await?
+        .into_iter()
+        .filter(|n| n.state == "online")
+        .map(|n| n.id)
+        .collect();
+    let mut chunks = Vec::with_capacity(f.manifest.n_chunks());
+    for (idx, chunk) in f.manifest.chunks().enumerate() {
+        let holders = app.db.holders_of(&chunk).await?;
+        let (on, off): (Vec<NodeId>, Vec<NodeId>) = holders.into_iter().partition(|h| online.contains(h));
+        chunks.push(ChunkStatus {
+            chunk_idx: idx as u64,
+            online: on.iter().map(|n| n.to_string()).collect(),
+            offline: off.iter().map(|n| n.to_string()).collect(),
+        });
+    }
+    let at_target = chunks
+        .iter()
+        .filter(|c| c.online.len() >= REPLICAS_TARGET as usize)
+        .count() as u64;
+    let availability = chunks
+        .iter()
+        .map(|c| c.online.len() as u32)
+        .min()
+        .unwrap_or(REPLICAS_TARGET);
+    Ok(Json(FileStatus {
+        file_id: id.to_string(),
+        name: f.name,
+        size: f.manifest.size(),
+        n_chunks: f.manifest.n_chunks() as u64,
+        replicas_target: REPLICAS_TARGET,
+        chunks_at_target: at_target,
+        availability,
+        chunks,
+    }))
+}
+
+async fn delete_file(
+    State(app): State<Arc<App>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_file_id(&id)?;
+    if !caller.is_admin {
+        // Until accounts arrive, only admins delete: nobody else can prove ownership yet.
+        return Err(ApiError::Forbidden);
+    }
+    if !app.db.delete_file(&id).await? {
+        return Err(ApiError::NotFound(format!("no file {id}")));
+    }
+    app.wake_repair.notify_one();
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn repair(State(app): State<Arc<App>>, _caller: Caller) -> Json<RepairView> {
+    Json(repair_view(&app))
+}
+
+fn repair_view(app: &App) -> RepairView {
+    let r = app.repair.lock().expect("repair lock");
+    RepairView {
+        under_replicated: r.under_replicated,
+        over_replicated: r.over_replicated,
+        unavailable: r.unavailable,
+        orders_in_flight: r.in_flight.len() as u64,
+        orders_done: r.done,
+        orders_failed: r.failed,
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
+    let nodes = app.db.nodes().await?;
+    let r = repair_view(&app);
+    let g = Gauges {
+        nodes_online: nodes.iter().filter(|n| n.state == "online").count() as u64,
+        nodes_offline: nodes.iter().filter(|n| n.state == "offline").count() as u64,
+        files: app.db.count(Counted::Files).await? as u64,
+        chunks: app.db.count(Counted::Chunks).await? as u64,
+        holdings: app.db.count(Counted::Holdings).await? as u64,
+        under_replicated: r.under_replicated,
+        over_replicated: r.over_replicated,
+        unavailable: r.unavailable,
+        orders_in_flight: r.orders_in_flight,
+        orders_done: r.orders_done,
+        orders_failed: r.orders_failed,
+    };
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(&g),
+    )
+        .into_response())
+}

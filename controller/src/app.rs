@@ -1,0 +1,128 @@
+//! The controller's shared state and the few operations every part needs.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rumqttc::{AsyncClient, QoS};
+use tokio::sync::Notify;
+use trove_common::control::{self, Command, NodeSecret, Order};
+use trove_common::grant::SigningKey;
+use trove_common::{ChunkId, NodeId};
+
+use crate::db::Db;
+use crate::metrics::Metrics;
+
+pub struct App {
+    pub db: Db,
+    pub key: SigningKey,
+    pub mqtt: AsyncClient,
+    /// What appliances should dial to reach the broker (goes into join tokens).
+    pub broker_for_nodes: String,
+    pub grace_s: i64,
+    pub boot_id: u64,
+    pub metrics: Metrics,
+    pub repair: Mutex<RepairState>,
+    /// Something changed that repair should look at soon.
+    pub wake_repair: Notify,
+    /// Nodes whose inventory should be pulled.
+    pub wake_inventory: Notify,
+    secrets: Mutex<HashMap<NodeId, NodeSecret>>,
+    last_command_id: AtomicU64,
+}
+
+/// An order sent for (chunk, node) and not yet seen through.
+#[derive(Clone, Copy, Debug)]
+pub struct InFlight {
+    pub command_id: u64,
+    pub issued_at: i64,
+    /// A deletion (else a copy).
+    pub delete: bool,
+}
+
+/// Orders sent and not yet seen through, and what became of the others.
+#[derive(Default)]
+pub struct RepairState {
+    pub in_flight: HashMap<(ChunkId, NodeId), InFlight>,
+    pub done: u64,
+    pub failed: u64,
+    pub under_replicated: u64,
+    pub over_replicated: u64,
+    pub unavailable: u64,
+}
+
+pub fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl App {
+    pub fn new(
+        db: Db,
+        key: SigningKey,
+        mqtt: AsyncClient,
+        broker_for_nodes: String,
+        grace_s: i64,
+        boot_id: u64,
+    ) -> App {
+        App {
+            db,
+            key,
+            mqtt,
+            broker_for_nodes,
+            grace_s,
+            boot_id,
+            metrics: Metrics::default(),
+            repair: Mutex::new(RepairState::default()),
+            wake_repair: Notify::new(),
+            wake_inventory: Notify::new(),
+            secrets: Mutex::new(HashMap::new()),
+            // Strictly increasing across restarts too: nodes ignore IDs they have passed.
+            last_command_id: AtomicU64::new(now_ms() * 1000),
+        }
+    }
+
+    /// A node's secret, from the cache or the database.
+    pub async fn secret(&self, node: &NodeId) -> anyhow::Result<Option<NodeSecret>> {
+        if let Some(s) = self.secrets.lock().expect("secrets lock").get(node) {
+            return Ok(Some(s.clone()));
+        }
+        let Some(bytes) = self.db.node_secret(node).await? else {
+            return Ok(None);
+        };
+        let secret = NodeSecret(bytes);
+        self.secrets.lock().expect("secrets lock").insert(*node, secret.clone());
+        Ok(Some(secret))
+    }
+
+    /// Seals and publishes an order to one node; returns its command ID.
+    pub async fn command(&self, node: &NodeId, order: Order) -> anyhow::Result<u64> {
+        let secret = self
+            .secret(node)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("no secret for node {node}"))?;
+        let id = self.last_command_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let topic = control::node_topic(node, "cmd");
+        let payload = secret.seal(
+            &topic,
+            &Command {
+                id,
+                issued_at_s: now_s() as u64,
+                order,
+            },
+        );
+        self.mqtt.publish(topic, QoS::AtLeastOnce, false, payload).await?;
+        self.metrics.commands_sent.fetch_add(1, Ordering::Relaxed);
+        Ok(id)
+    }
+}

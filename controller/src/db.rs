@@ -1,0 +1,535 @@
+//! All SQL lives here: the only module of Trove that knows SQL.
+//!
+//! One [`sqlx::AnyPool`] serves SQLite (a file in the data directory, the default) and
+//! PostgreSQL (`--database-url postgres://...`) with one set of queries: `$n` placeholders,
+//! `ON CONFLICT DO NOTHING` and `RETURNING` work on both. Only the schema differs per backend
+//! (`migrations/<backend>/`); values that `Any` cannot carry portably are stored as BIGINT
+//! (Unix seconds, flags) or BLOB/BYTEA (hashes, keys, manifests).
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use trove_common::{ChunkId, FileId, Manifest, NodeId};
+
+/// (version, name, SQL) per backend, applied in order, each once.
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(1, "fleet", include_str!("../migrations/sqlite/0001_fleet.sql"))];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "fleet", include_str!("../migrations/postgres/0001_fleet.sql"))];
+
+/// Rows per multi-row INSERT when applying holdings (well under SQLite's variable limit).
+const HOLDINGS_ROWS_PER_STATEMENT: usize = 400;
+
+#[derive(Clone)]
+pub struct Db {
+    pool: AnyPool,
+    pub backend: Backend,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A node as the fleet logic sees it.
+#[derive(Clone, Debug)]
+pub struct NodeRow {
+    pub id: NodeId,
+    pub name: Option<String>,
+    pub state: String,
+    pub state_since: i64,
+    pub boot_id: Option<i64>,
+    pub have_seq: i64,
+    pub needs_inventory: bool,
+    pub data_addr: Option<String>,
+    pub capacity_bytes: i64,
+    pub used_bytes: i64,
+    pub disk_free_bytes: i64,
+    pub version: Option<String>,
+    pub board: Option<String>,
+}
+
+pub struct FileRow {
+    pub manifest: Manifest,
+    pub name: String,
+}
+
+impl Db {
+    pub async fn connect(url: &str) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else {
+            anyhow::bail!("unsupported database URL {url:?}: use sqlite://PATH or postgres://...");
+        };
+        let mut opts = AnyPoolOptions::new();
+        if backend == Backend::Sqlite {
+            // One writer at a time anyway; WAL lets readers go on meanwhile.
+            opts = opts.max_connections(4).after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
+                    Ok(())
+                })
+            });
+        } else {
+            opts = opts.max_connections(8);
+        }
+        let pool = opts
+            .connect(url)
+            .await
+            .with_context(|| format!("connecting to {}", redact(url)))?;
+        let db = Db { pool, backend };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn migrate(&self) -> anyhow::Result<()> {
+        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)")
+            .execute(&self.pool)
+            .await?;
+        let migrations = match self.backend {
+            Backend::Sqlite => SQLITE_MIGRATIONS,
+            Backend::Postgres => POSTGRES_MIGRATIONS,
+        };
+        for &(version, name, sql) in migrations {
+            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                .bind(version)
+                .fetch_optional(&self.pool)
+                .await?;
+            if done.is_some() {
+                continue;
+            }
+            let mut tx = self.pool.begin().await?;
+            // Comments go first: they may contain semicolons.
+            let sql = strip_comments(sql);
+            for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+                sqlx::query(stmt)
+                    .execute(&mut *tx)
+                    .await
+                    .with_context(|| format!("migration {version} {name}: {stmt}"))?;
+            }
+            sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
+                .bind(version)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            tracing::info!(version, name, "applied migration");
+        }
+        Ok(())
+    }
+
+    // ---- meta ----
+
+    pub async fn meta(&self, key: &str) -> anyhow::Result<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn set_meta(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    // ---- users and tokens ----
+
+    /// Creates the first admin and its token if there is no user yet; returns the token.
+    pub async fn bootstrap_admin(&self, token: &str, now: i64) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&mut *tx)
+            .await?;
+        if users > 0 {
+            return Ok(false);
+        }
+        let id: i64 =
+            sqlx::query_scalar("INSERT INTO users (name, is_admin, created_at) VALUES ('admin', 1, $1) RETURNING id")
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+        sqlx::query("INSERT INTO api_tokens (hash, user_id, created_at) VALUES ($1, $2, $3)")
+            .bind(token_hash(token).to_vec())
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The user a token belongs to: (user id, is admin).
+    pub async fn user_of_token(&self, token: &str) -> anyhow::Result<Option<(i64, bool)>> {
+        let row = sqlx::query(
+            "SELECT u.id, u.is_admin FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1 AND t.revoked = 0",
+        )
+        .bind(token_hash(token).to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1) != 0)))
+    }
+
+    // ---- nodes ----
+
+    pub async fn enroll_node(
+        &self,
+        id: &NodeId,
+        secret: &[u8; 32],
+        name: Option<&str>,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        sqlx::query("INSERT INTO nodes (id, secret, name, state, state_since, created_at) VALUES ($1, $2, $3, 'enrolled', $4, $4)")
+            .bind(id.to_string())
+            .bind(secret.to_vec())
+            .bind(name.map(str::to_owned))
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn node_secret(&self, id: &NodeId) -> anyhow::Result<Option<[u8; 32]>> {
+        let v: Option<Vec<u8>> = sqlx::query_scalar("SELECT secret FROM nodes WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(v.and_then(|v| v.try_into().ok()))
+    }
+
+    pub async fn nodes(&self) -> anyhow::Result<Vec<NodeRow>> {
+        let rows = sqlx::query(
+            "SELECT id, name, state, state_since, boot_id, have_seq, needs_inventory, data_addr, capacity_bytes, \
+             used_bytes, disk_free_bytes, version, board FROM nodes ORDER BY id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(node_row).collect()
+    }
+
+    pub async fn node(&self, id: &NodeId) -> anyhow::Result<Option<NodeRow>> {
+        let row = sqlx::query(
+            "SELECT id, name, state, state_since, boot_id, have_seq, needs_inventory, data_addr, capacity_bytes, \
+             used_bytes, disk_free_bytes, version, board FROM nodes WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(node_row).transpose()
+    }
+
+    /// Records a state change; a new boot also means the holdings must be re-read.
+    pub async fn set_node_state(&self, id: &NodeId, online: bool, boot_id: i64, now: i64) -> anyhow::Result<()> {
+        let state = if online { "online" } else { "offline" };
+        sqlx::query(
+            "UPDATE nodes SET \
+               needs_inventory = CASE WHEN boot_id IS NULL OR boot_id <> $3 THEN 1 ELSE needs_inventory END, \
+               state_since = CASE WHEN state <> $2 THEN $4 ELSE state_since END, \
+               state = $2, boot_id = $3 WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(state)
+        .bind(boot_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// At controller start nobody is known to be online until it says so again.
+    pub async fn mark_all_offline(&self, now: i64) -> anyhow::Result<()> {
+        sqlx::query("UPDATE nodes SET state = 'offline', state_since = $1 WHERE state = 'online'")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn set_node_info(
+        &self,
+        id: &NodeId,
+        data_addr: &str,
+        capacity: u64,
+        used: u64,
+        free: u64,
+        version: &str,
+        board: &str,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE nodes SET data_addr = $2, capacity_bytes = $3, used_bytes = $4, disk_free_bytes = $5, version = $6, \
+             board = $7 WHERE id = $1",
+        )
+        .bind(id.to_string())
+        .bind(data_addr)
+        .bind(clamp_i64(capacity))
+        .bind(clamp_i64(used))
+        .bind(clamp_i64(free))
+        .bind(version)
+        .bind(board)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Applies a `Have` delta and records its sequence number, in one transaction.
+    pub async fn apply_have(
+        &self,
+        id: &NodeId,
+        seq: i64,
+        gap: bool,
+        added: &[ChunkId],
+        removed: &[ChunkId],
+    ) -> anyhow::Result<()> {
+        let node = id.to_string();
+        let mut tx = self.pool.begin().await?;
+        for batch in added.chunks(HOLDINGS_ROWS_PER_STATEMENT) {
+            let mut sql = String::from("INSERT INTO holdings (chunk, node_id) VALUES ");
+            for i in 0..batch.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
+            }
+            sql.push_str(" ON CONFLICT DO NOTHING");
+            let mut q = sqlx::query(&sql);
+            for c in batch {
+                q = q.bind(c.key_bytes().to_vec()).bind(node.clone());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for c in removed {
+            sqlx::query("DELETE FROM holdings WHERE chunk = $1 AND node_id = $2")
+                .bind(c.key_bytes().to_vec())
+                .bind(node.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("UPDATE nodes SET have_seq = $2, needs_inventory = CASE WHEN $3 = 1 THEN 1 ELSE needs_inventory END WHERE id = $1")
+            .bind(node.clone())
+            .bind(seq)
+            .bind(gap as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Replaces everything known about a node's holdings with a full inventory.
+    pub async fn replace_holdings(&self, id: &NodeId, chunks: &[ChunkId]) -> anyhow::Result<()> {
+        let node = id.to_string();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM holdings WHERE node_id = $1")
+            .bind(node.clone())
+            .execute(&mut *tx)
+            .await?;
+        for batch in chunks.chunks(HOLDINGS_ROWS_PER_STATEMENT) {
+            let mut sql = String::from("INSERT INTO holdings (chunk, node_id) VALUES ");
+            for i in 0..batch.len() {
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
+            }
+            sql.push_str(" ON CONFLICT DO NOTHING");
+            let mut q = sqlx::query(&sql);
+            for c in batch {
+                q = q.bind(c.key_bytes().to_vec()).bind(node.clone());
+            }
+            q.execute(&mut *tx).await?;
+        }
+        sqlx::query("UPDATE nodes SET needs_inventory = 0 WHERE id = $1")
+            .bind(node)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every (chunk, holder) pair, and every chunk some file needs.
+    pub async fn holdings(&self) -> anyhow::Result<HashMap<ChunkId, Vec<NodeId>>> {
+        let rows = sqlx::query("SELECT chunk, node_id FROM holdings")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out: HashMap<ChunkId, Vec<NodeId>> = HashMap::new();
+        for r in rows {
+            let (Some(c), Ok(n)) = (
+                ChunkId::from_key_bytes(&r.get::<Vec<u8>, _>(0)),
+                r.get::<String, _>(1).parse(),
+            ) else {
+                continue;
+            };
+            out.entry(c).or_default().push(n);
+        }
+        Ok(out)
+    }
+
+    pub async fn referenced_chunks(&self) -> anyhow::Result<Vec<ChunkId>> {
+        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT DISTINCT chunk FROM file_chunks")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().filter_map(|k| ChunkId::from_key_bytes(k)).collect())
+    }
+
+    pub async fn holders_of(&self, chunk: &ChunkId) -> anyhow::Result<Vec<NodeId>> {
+        let rows: Vec<String> = sqlx::query_scalar("SELECT node_id FROM holdings WHERE chunk = $1")
+            .bind(chunk.key_bytes().to_vec())
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().filter_map(|s| s.parse().ok()).collect())
+    }
+
+    // ---- files ----
+
+    /// Registers a file (if new) and a share of it; true if the file was new.
+    pub async fn add_share(&self, manifest: &Manifest, user_id: i64, name: &str, now: i64) -> anyhow::Result<bool> {
+        let id = manifest.file_id().0.0.to_vec();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO files (id, size, chunk_bytes, manifest, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(id.clone())
+        .bind(clamp_i64(manifest.size()))
+        .bind(i64::from(manifest.chunk_bytes()))
+        .bind(manifest.encode())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if inserted {
+            for (idx, c) in manifest.chunks().enumerate() {
+                sqlx::query("INSERT INTO file_chunks (file_id, idx, chunk) VALUES ($1, $2, $3)")
+                    .bind(id.clone())
+                    .bind(idx as i64)
+                    .bind(c.key_bytes().to_vec())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
+        sqlx::query("INSERT INTO shares (file_id, user_id, name, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(user_id)
+            .bind(name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    pub async fn file(&self, id: &FileId) -> anyhow::Result<Option<FileRow>> {
+        let row = sqlx::query(
+            "SELECT f.manifest, (SELECT s.name FROM shares s WHERE s.file_id = f.id ORDER BY s.id LIMIT 1) \
+             FROM files f WHERE f.id = $1",
+        )
+        .bind(id.0.0.to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let manifest = Manifest::decode(&row.get::<Vec<u8>, _>(0), *id).context("stored manifest is damaged")?;
+        let name: Option<String> = row.get(1);
+        Ok(Some(FileRow {
+            manifest,
+            name: name.unwrap_or_default(),
+        }))
+    }
+
+    /// Deletes a file and its shares; its chunks become orphans that repair removes.
+    pub async fn delete_file(&self, id: &FileId) -> anyhow::Result<bool> {
+        let key = id.0.0.to_vec();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM shares WHERE file_id = $1")
+            .bind(key.clone())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM file_chunks WHERE file_id = $1")
+            .bind(key.clone())
+            .execute(&mut *tx)
+            .await?;
+        let n = sqlx::query("DELETE FROM files WHERE id = $1")
+            .bind(key)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    pub async fn count(&self, table: Counted) -> anyhow::Result<i64> {
+        let sql = match table {
+            Counted::Files => "SELECT COUNT(*) FROM files",
+            Counted::Holdings => "SELECT COUNT(*) FROM holdings",
+            Counted::Chunks => "SELECT COUNT(DISTINCT chunk) FROM file_chunks",
+        };
+        Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+pub enum Counted {
+    Files,
+    Holdings,
+    Chunks,
+}
+
+fn node_row(r: &AnyRow) -> anyhow::Result<NodeRow> {
+    let id: String = r.get(0);
+    Ok(NodeRow {
+        id: id.parse().with_context(|| format!("bad node id {id:?} in database"))?,
+        name: r.get(1),
+        state: r.get(2),
+        state_since: r.get(3),
+        boot_id: r.get(4),
+        have_seq: r.get(5),
+        needs_inventory: r.get::<i64, _>(6) != 0,
+        data_addr: r.get(7),
+        capacity_bytes: r.get(8),
+        used_bytes: r.get(9),
+        disk_free_bytes: r.get(10),
+        version: r.get(11),
+        board: r.get(12),
+    })
+}
+
+pub fn token_hash(token: &str) -> [u8; 32] {
+    blake3::derive_key("trove/v1 api token", token.as_bytes())
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    v.min(i64::MAX as u64) as i64
+}
+
+fn strip_comments(stmt: &str) -> String {
+    stmt.lines()
+        .map(|l| l.split("--").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .trim()
+        .to_owned()
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,170 @@
+//! The two background loops that keep the fleet right: pulling inventories and repairing.
+//!
+//! Both sleep until woken (by ingest or a state change) or a tick, so an idle fleet costs
+//! nothing, and both are rate limited per tick.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tracing::{info, warn};
+use trove_common::control::Order;
+use trove_common::limits::INVENTORY_PAGE_MAX;
+use trove_common::net;
+
+use crate::app::{App, InFlight, now_s};
+use crate::plan::{self, Action, NodeFacts};
+
+const REPAIR_TICK: Duration = Duration::from_millis(500);
+/// Orders sent per repair pass (a pass runs at most every tick or when woken).
+pub const REPAIR_ORDERS_PER_PASS: usize = 128;
+/// An order not seen through by then counts as failed, and may be given again.
+const ORDER_TIMEOUT_S: i64 = 60;
+const INVENTORY_TICK: Duration = Duration::from_secs(2);
+const TICKET_TTL_S: u64 = 300;
+
+pub async fn repair_loop(app: Arc<App>) {
+    loop {
+        tokio::select! {
+            _ = app.wake_repair.notified() => {}
+            _ = tokio::time::sleep(REPAIR_TICK) => {}
+        }
+        if let Err(e) = repair_pass(&app).await {
+            warn!(error = %e, "repair pass failed");
+        }
+        // Coalesce bursts of wake-ups (a busy ingest wakes us per message).
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn node_facts(rows: &[crate::db::NodeRow]) -> Vec<NodeFacts> {
+    rows.iter()
+        .map(|n| NodeFacts {
+            id: n.id,
+            online: n.state == "online",
+            offline_since: n.state_since,
+            data_addr: n.data_addr.clone(),
+            free_bytes: (n.capacity_bytes - n.used_bytes).min(n.disk_free_bytes).max(0) as u64,
+        })
+        .collect()
+}
+
+async fn repair_pass(app: &App) -> anyhow::Result<()> {
+    let now = now_s();
+    let nodes = node_facts(&app.db.nodes().await?);
+    let holdings = app.db.holdings().await?;
+    let referenced = app.db.referenced_chunks().await?;
+    let in_flight: HashSet<_> = {
+        let mut repair = app.repair.lock().expect("repair lock");
+        // Orders whose effect is already visible are done; old ones have failed.
+        let before = repair.in_flight.len();
+        let mut seen_through = 0;
+        let mut timed_out = 0;
+        repair.in_flight.retain(|(chunk, node), order| {
+            let holds = holdings.get(chunk).is_some_and(|h| h.contains(node));
+            if holds != order.delete {
+                seen_through += 1;
+                false
+            } else if now - order.issued_at >= ORDER_TIMEOUT_S {
+                timed_out += 1;
+                false
+            } else {
+                true
+            }
+        });
+        debug_assert!(repair.in_flight.len() + seen_through + timed_out == before);
+        repair.done += seen_through as u64;
+        repair.failed += timed_out as u64;
+        repair.in_flight.keys().copied().collect()
+    };
+    let fleet = plan::Fleet {
+        nodes: &nodes,
+        holdings: &holdings,
+        referenced: &referenced,
+        in_flight: &in_flight,
+    };
+    let p = plan::plan(&fleet, now, app.grace_s, REPAIR_ORDERS_PER_PASS);
+    {
+        let mut repair = app.repair.lock().expect("repair lock");
+        repair.under_replicated = p.under_replicated;
+        repair.over_replicated = p.over_replicated;
+        repair.unavailable = p.unavailable;
+    }
+    for action in p.actions {
+        let (node, chunk, order, delete) = match action {
+            Action::Replicate { chunk, to, from_addr } => {
+                (to, chunk, Order::Replicate { chunk, from: from_addr }, false)
+            }
+            Action::Delete { chunk, from } => (from, chunk, Order::Delete { chunk }, true),
+        };
+        match app.command(&node, order.clone()).await {
+            Ok(id) => {
+                info!(%node, chunk = %chunk, ?order, "order sent");
+                let order = InFlight {
+                    command_id: id,
+                    issued_at: now,
+                    delete,
+                };
+                app.repair
+                    .lock()
+                    .expect("repair lock")
+                    .in_flight
+                    .insert((chunk, node), order);
+            }
+            Err(e) => warn!(%node, error = %e, "could not send order"),
+        }
+    }
+    Ok(())
+}
+
+/// Pulls the full inventory of every online node whose holdings are in doubt (first contact,
+/// a new boot, a gap in its `have` sequence), over the data plane with a signed ticket.
+pub async fn inventory_loop(app: Arc<App>) {
+    loop {
+        tokio::select! {
+            _ = app.wake_inventory.notified() => {}
+            _ = tokio::time::sleep(INVENTORY_TICK) => {}
+        }
+        let nodes = match app.db.nodes().await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!(error = %e, "listing nodes failed");
+                continue;
+            }
+        };
+        for n in nodes.iter().filter(|n| n.needs_inventory && n.state == "online") {
+            let Some(addr) = n.data_addr.as_deref().and_then(|a| a.parse().ok()) else {
+                continue;
+            };
+            match pull_inventory(&app, n.id, addr).await {
+                Ok(count) => {
+                    app.metrics.inventory_pulls.fetch_add(1, Ordering::Relaxed);
+                    info!(node = %n.id, chunks = count, "inventory pulled");
+                    app.wake_repair.notify_one();
+                }
+                Err(e) => warn!(node = %n.id, error = %e, "inventory pull failed; will retry"),
+            }
+        }
+    }
+}
+
+async fn pull_inventory(app: &App, node: trove_common::NodeId, addr: std::net::SocketAddr) -> anyhow::Result<usize> {
+    let ticket = app.key.inventory_ticket(node, now_s() as u64 + TICKET_TTL_S);
+    let mut client = net::connect(addr).await?;
+    if client.node_id() != node {
+        anyhow::bail!("{addr} is node {}, not {node}", client.node_id());
+    }
+    let mut all = Vec::new();
+    let mut after = None;
+    loop {
+        let (page, more) = client.inventory(&ticket, after, INVENTORY_PAGE_MAX).await?;
+        after = page.last().copied();
+        all.extend(page);
+        if !more {
+            break;
+        }
+    }
+    app.db.replace_holdings(&node, &all).await?;
+    Ok(all.len())
+}
