@@ -344,13 +344,16 @@ async fn delete_file(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_file_id(&id)?;
-    if !caller.is_admin {
-        // Until accounts arrive, only admins delete: nobody else can prove ownership yet.
-        return Err(ApiError::Forbidden);
-    }
-    if !app.db.delete_file(&id).await? {
+    if app.db.file(&id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no file {id}")));
     }
+    // Your own shares go; an admin's delete takes everyone's. The bytes are freed only when
+    // nobody shares the file any more.
+    let (removed, file_removed) = app.db.unshare(&id, caller.user_id, caller.is_admin).await?;
+    if removed == 0 {
+        return Err(ApiError::Forbidden);
+    }
+    tracing::info!(file = %id, shares_removed = removed, file_removed, "unshared");
     app.wake_repair.notify_one();
     Ok(StatusCode::NO_CONTENT)
 }

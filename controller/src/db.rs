@@ -446,25 +446,44 @@ impl Db {
         }))
     }
 
-    /// Deletes a file and its shares; its chunks become orphans that repair removes.
-    pub async fn delete_file(&self, id: &FileId) -> anyhow::Result<bool> {
+    /// Removes shares of a file (the user's, or everyone's for `all`), and the file itself once
+    /// nobody shares it; its chunks then become orphans that repair frees. Returns (shares
+    /// removed, file removed).
+    pub async fn unshare(&self, id: &FileId, user_id: i64, all: bool) -> anyhow::Result<(u64, bool)> {
         let key = id.0.0.to_vec();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM shares WHERE file_id = $1")
+        let removed = if all {
+            sqlx::query("DELETE FROM shares WHERE file_id = $1")
+                .bind(key.clone())
+                .execute(&mut *tx)
+                .await?
+        } else {
+            sqlx::query("DELETE FROM shares WHERE file_id = $1 AND user_id = $2")
+                .bind(key.clone())
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?
+        }
+        .rows_affected();
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM shares WHERE file_id = $1")
             .bind(key.clone())
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM file_chunks WHERE file_id = $1")
-            .bind(key.clone())
-            .execute(&mut *tx)
-            .await?;
-        let n = sqlx::query("DELETE FROM files WHERE id = $1")
-            .bind(key)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let mut file_removed = false;
+        if left == 0 {
+            sqlx::query("DELETE FROM file_chunks WHERE file_id = $1")
+                .bind(key.clone())
+                .execute(&mut *tx)
+                .await?;
+            file_removed = sqlx::query("DELETE FROM files WHERE id = $1")
+                .bind(key)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                > 0;
+        }
         tx.commit().await?;
-        Ok(n > 0)
+        Ok((removed, file_removed))
     }
 
     pub async fn count(&self, table: Counted) -> anyhow::Result<i64> {
