@@ -116,7 +116,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             (hostport.clone(), args.mqtt_advertise.clone().unwrap_or(hostport))
         }
         None => {
-            let listen = with_free_port(args.mqtt_listen)?;
+            let listen = broker_listen(args.mqtt_listen, &remembered_mqtt_port(&db).await?)?;
+            db.set_meta("mqtt_port", &listen.port().to_string()).await?;
             if args.command.is_none() {
                 broker::start(
                     listen,
@@ -245,15 +246,23 @@ async fn shutdown_signal() {
     }
 }
 
-/// Port 0 for the broker means "any free one": rumqttd cannot report what it bound, so pick
-/// one here (the kernel hands out a free port; a race with another process is possible but
-/// `broker::start` checks again).
-fn with_free_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+/// Port 0 for the broker means "any free one, then the same one ever after": appliances know
+/// the broker only from their join token, so a restarted controller must come back where
+/// they look. rumqttd cannot report what it bound, so the port is picked here (the kernel
+/// hands out a free one; `broker::start` checks again).
+fn broker_listen(addr: SocketAddr, remembered: &Option<u16>) -> anyhow::Result<SocketAddr> {
     if addr.port() != 0 {
         return Ok(addr);
     }
+    if let Some(port) = remembered {
+        return Ok(SocketAddr::new(addr.ip(), *port));
+    }
     let l = std::net::TcpListener::bind(addr)?;
     Ok(l.local_addr()?)
+}
+
+async fn remembered_mqtt_port(db: &db::Db) -> anyhow::Result<Option<u16>> {
+    Ok(db.meta("mqtt_port").await?.and_then(|p| p.parse().ok()))
 }
 
 /// The address this machine uses on its LAN (a UDP "connect" sends nothing; it only asks the
