@@ -1,35 +1,119 @@
 //! `trove`: the Trove command-line client.
 //!
-//! So far the low-level commands of the data plane: hash a file, put its chunks onto given
-//! appliances with locally signed grants, fetch it back from given appliances (parallel,
-//! verified, resumable), and read an appliance's stats. The user-facing `share` and `get`
-//! arrive with the controller, which will hand out grants and holders instead.
+//! The user-facing commands talk to the controller (`--controller`, `TROVE_CONTROLLER`;
+//! token in `--token`, `TROVE_TOKEN`): `share` registers a file and sends each byte once to
+//! the appliances it names, `get` downloads a file from every online holder, `nodes`,
+//! `status`, `repair` show the fleet, `rm` and `enroll` change it.
+//!
+//! The low-level commands of the data plane need no controller: hash a file, put its chunks
+//! onto given appliances with locally signed grants, fetch it back from given appliances
+//! (parallel, verified, resumable), and read an appliance's stats.
+//!
+//! Module map: `api` (HTTP client of the JSON API), `transfer` (hashing, the put pipeline,
+//! the download driver), `files` (share, get, status, rm), `fleet` (nodes, enroll, repair).
 
-use std::io::{Read, Write};
+mod api;
+mod files;
+mod fleet;
+mod transfer;
+
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use tokio::sync::{mpsc, watch};
-use trove_common::download::{self, Holders, Options};
+use trove_common::Manifest;
+use trove_common::download::Holders;
 use trove_common::grant::SigningKey;
 use trove_common::limits::CHUNK_BYTES_DEFAULT;
 use trove_common::net;
-use trove_common::{ChunkId, Grant, Manifest, ManifestBuilder};
+
+use crate::api::Api;
+use crate::transfer::{Send, download_and_report, manifest_of_file, send_chunks};
 
 #[derive(Parser)]
 #[command(version, about = "Trove: share files across your LAN's appliances")]
 struct Cli {
+    /// The controller's URL.
+    #[arg(
+        long,
+        global = true,
+        env = "TROVE_CONTROLLER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    controller: String,
+    /// API token, sent as `Authorization: Bearer`.
+    #[arg(long, global = true, env = "TROVE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Share a file: register it with the controller and send its chunks to the appliances
+    /// it names (each byte once). Prints the FileId.
+    Share {
+        file: PathBuf,
+        /// The name others see (default: the file's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Then wait until every chunk has its full number of copies.
+        #[arg(long)]
+        wait: bool,
+        /// Print a JSON report instead of the FileId.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Download a file by ID from every online appliance that holds it, verified and
+    /// resumable.
+    Get {
+        id: String,
+        /// Where to write it (default: the file's name in the current directory).
+        #[arg(short, long)]
+        out: Option<PathBuf>,
+        /// Cap on the download rate, e.g. 8MiB (per second).
+        #[arg(long, value_parser = parse_size)]
+        limit_rate: Option<u64>,
+        /// Print a JSON report on stdout at the end.
+        #[arg(long)]
+        json: bool,
+        /// No progress bar.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// List the appliances: state, address, chunks held, space.
+    Nodes {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a file's replication: chunks at their target number of copies, availability.
+    Status {
+        id: String,
+        /// The controller's full status, per chunk.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a file (its chunks are freed unless another file shares them).
+    Rm { id: String },
+    /// Make a join token for a new appliance (`troved --join TOKEN`). Admin only.
+    Enroll {
+        /// A name for the fleet view.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show repair progress: chunks under or over their target, orders in flight.
+    Repair {
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the FileId of files (the same as `b3sum`).
     Hash { files: Vec<PathBuf> },
     /// Make a grant-signing key pair: writes the secret, prints the public key.
@@ -119,7 +203,7 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    match rt.block_on(run(cli.command)) {
+    match rt.block_on(run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("trove: {e:#}");
@@ -128,8 +212,44 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
-    match command {
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let api = || Api::new(&cli.controller, cli.token.clone());
+    match cli.command {
+        Command::Share {
+            file,
+            name,
+            wait,
+            json,
+            no_progress,
+        } => {
+            let opts = files::ShareOptions {
+                name,
+                wait,
+                json,
+                progress: !no_progress,
+            };
+            files::share(&api()?, &file, opts).await
+        }
+        Command::Get {
+            id,
+            out,
+            limit_rate,
+            json,
+            no_progress,
+        } => {
+            let opts = files::GetOptions {
+                out,
+                limit_rate,
+                json,
+                progress: !no_progress,
+            };
+            files::get(&api()?, &id, opts).await
+        }
+        Command::Nodes { json } => fleet::nodes(&api()?, json).await,
+        Command::Status { id, json } => files::status(&api()?, &id, json).await,
+        Command::Rm { id } => files::rm(&api()?, &id).await,
+        Command::Enroll { name, json } => fleet::enroll(&api()?, name, json).await,
+        Command::Repair { json } => fleet::repair(&api()?, json).await,
         Command::Hash { files } => {
             if files.is_empty() {
                 bail!("name at least one file");
@@ -182,7 +302,8 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let bytes = std::fs::read(&manifest).with_context(|| format!("reading {}", manifest.display()))?;
             let manifest = Manifest::decode_self_checked(&bytes)
                 .with_context(|| format!("{} is not a valid manifest", manifest.display()))?;
-            fetch(&manifest, nodes, &out, limit_rate, json, !no_progress).await
+            let holders = Holders::discover(&manifest, nodes).await;
+            download_and_report(&manifest, holders, &out, limit_rate, json, !no_progress).await
         }
         Command::Stats { node, json } => {
             let stats = net::connect(node)
@@ -223,45 +344,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-fn bar(len: u64, show: bool, what: &str) -> ProgressBar {
-    let pb = ProgressBar::with_draw_target(
-        Some(len),
-        if show {
-            ProgressDrawTarget::stderr()
-        } else {
-            ProgressDrawTarget::hidden()
-        },
-    );
-    pb.set_style(
-        ProgressStyle::with_template("{msg:8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
-    pb.set_message(what.to_owned());
-    pb
-}
-
-/// Reads a file once, building its manifest and FileId together.
-fn manifest_of_file(path: &Path, chunk_bytes: u32, progress: bool) -> anyhow::Result<Manifest> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let len = f.metadata()?.len();
-    let pb = bar(len, progress && len > 64 << 20, "hashing");
-    let mut b = ManifestBuilder::new(chunk_bytes).context("bad --chunk-bytes")?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        b.update(&buf[..n]);
-        pb.inc(n as u64);
-    }
-    pb.finish_and_clear();
-    Ok(b.finish())
-}
-
 fn write_secret(path: &Path, key: &SigningKey) -> anyhow::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -288,9 +370,8 @@ fn now_s() -> u64 {
         .unwrap_or(0)
 }
 
-/// Chunks buffered per node ahead of the socket.
-const PUT_QUEUE_CHUNKS: usize = 4;
-
+/// `trove put`: chunk i goes to nodes i, i+1, ... (mod n), `replicas` of them, each with
+/// a grant signed by the local key.
 async fn put(
     file: &Path,
     manifest: &Manifest,
@@ -301,139 +382,53 @@ async fn put(
     progress: bool,
 ) -> anyhow::Result<()> {
     let replicas = usize::from(replicas).min(nodes.len());
-    let pb = bar(manifest.size() * replicas as u64, progress, "putting");
-    let mut queues = Vec::new();
-    let mut tasks = tokio::task::JoinSet::new();
-    for &addr in nodes {
-        let (tx, rx) = mpsc::channel::<(ChunkId, Grant, Arc<Vec<u8>>)>(PUT_QUEUE_CHUNKS);
-        queues.push(tx);
-        let pb = pb.clone();
-        tasks.spawn(async move {
-            put_to_node(addr, rx, pb)
-                .await
-                .with_context(|| format!("putting to {addr}"))
-        });
-    }
-    let mut f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
     let expires = now_s() + grant_ttl_secs;
-    for (i, chunk) in manifest.chunks().enumerate() {
-        let mut bytes = vec![0u8; chunk.len() as usize];
-        f.read_exact(&mut bytes)
-            .with_context(|| format!("reading {} (did it change?)", file.display()))?;
-        if !chunk.verify(&bytes) {
-            bail!("{} changed while it was being put", file.display());
-        }
-        let bytes = Arc::new(bytes);
+    let mut sends = Vec::with_capacity(manifest.n_chunks() * replicas);
+    for (chunk_idx, chunk) in manifest.chunks().enumerate() {
         let grant = key.grant(chunk, expires);
         for k in 0..replicas {
-            let q = &queues[(i + k) % nodes.len()];
-            if q.send((chunk, grant.clone(), bytes.clone())).await.is_err() {
-                break; // that node's task failed; its error is reported below
-            }
+            sends.push(Send {
+                chunk_idx,
+                addr: nodes[(chunk_idx + k) % nodes.len()],
+                grant: grant.clone(),
+            });
         }
     }
-    drop(queues);
-    let mut first_error = None;
-    while let Some(r) = tasks.join_next().await {
-        if let Err(e) = r.context("put task panicked").and_then(|r| r) {
-            first_error.get_or_insert(e);
-        }
+    send_chunks(file, manifest, sends, progress).await.map(|_| ())
+}
+
+/// `n` bytes for people: `1.5 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
     }
-    pb.finish_and_clear();
-    first_error.map_or(Ok(()), Err)
-}
-
-async fn put_to_node(
-    addr: SocketAddr,
-    mut rx: mpsc::Receiver<(ChunkId, Grant, Arc<Vec<u8>>)>,
-    pb: ProgressBar,
-) -> anyhow::Result<()> {
-    let client = net::connect(addr).await?;
-    let (mut reader, mut writer) = client.split();
-    let (sent_tx, mut sent_rx) = mpsc::channel::<(u32, ChunkId, u64)>(PUT_QUEUE_CHUNKS * 4);
-    let send = async move {
-        while let Some((chunk, grant, bytes)) = rx.recv().await {
-            let req = writer.send_put(chunk, Some(&grant), &bytes).await?;
-            if rx.is_empty() {
-                writer.flush().await?;
-            }
-            if sent_tx.send((req, chunk, bytes.len() as u64)).await.is_err() {
-                break;
-            }
-        }
-        writer.flush().await?;
-        anyhow::Ok(())
-    };
-    let recv = async move {
-        while let Some((req, chunk, len)) = sent_rx.recv().await {
-            reader
-                .recv_stored(req)
-                .await
-                .with_context(|| format!("chunk {chunk}"))?;
-            pb.inc(len);
-        }
-        anyhow::Ok(())
-    };
-    tokio::try_join!(send, recv)?;
-    Ok(())
-}
-
-async fn fetch(
-    manifest: &Manifest,
-    nodes: Vec<SocketAddr>,
-    out: &Path,
-    limit_rate: Option<u64>,
-    json: bool,
-    progress: bool,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let holders = Holders::discover(manifest, nodes).await;
-    let (tx, mut rx) = watch::channel(download::Progress::default());
-    let pb = bar(manifest.size(), progress, "fetching");
-    let pb2 = pb.clone();
-    let ticker = tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            pb2.set_position(rx.borrow().bytes_done);
-        }
-    });
-    let options = Options {
-        limit_rate_bytes_per_sec: limit_rate,
-        ..Default::default()
-    };
-    let result = download::download(manifest, holders, out, options, Some(tx)).await;
-    let _ = ticker.await;
-    pb.finish_and_clear();
-    let report = result?;
-    let secs = started.elapsed().as_secs_f64().max(1e-6);
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "file_id": manifest.file_id().to_string(),
-                "size": manifest.size(),
-                "chunks_total": report.chunks_total,
-                "chunks_fetched": report.chunks_fetched,
-                "chunks_resumed": report.chunks_resumed,
-                "bytes_fetched": report.bytes_fetched,
-                "seconds": secs,
-                "sources": report.sources.iter().map(|s| serde_json::json!({
-                    "addr": s.addr.map(|a| a.to_string()),
-                    "chunks": s.chunks,
-                    "failures": s.failures,
-                    "bad_chunks": s.bad_chunks,
-                })).collect::<Vec<_>>(),
-            })
-        );
+    if unit == 0 {
+        format!("{n} B")
     } else {
-        eprintln!(
-            "{}  {}: {} bytes, {} chunks fetched, {} resumed, {:.1} MB/s",
-            manifest.file_id(),
-            out.display(),
-            manifest.size(),
-            report.chunks_fetched,
-            report.chunks_resumed,
-            report.bytes_fetched as f64 / secs / 1e6
-        );
+        format!("{v:.1} {}", UNITS[unit])
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_size("1k"), Ok(1000));
+        assert!(parse_size("1 parsec").is_err());
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+    }
+
+    #[test]
+    fn the_command_line_parses() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 }

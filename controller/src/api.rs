@@ -26,6 +26,8 @@ use crate::metrics::Gauges;
 use crate::plan;
 use crate::repair::node_facts;
 
+/// How long a share waits for deletions of its chunks still under way.
+const PENDING_DELETES_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long a write grant handed out with a share stays valid.
 const GRANT_TTL_S: u64 = 3600;
 /// The largest manifest a share may carry (hex), i.e. a file of ~2^20 chunks.
@@ -214,18 +216,30 @@ async fn share(
     // What no online node holds yet must come from the client, once, to one node each.
     let nodes = node_facts(&app.db.nodes().await?);
     let online: HashSet<NodeId> = nodes.iter().filter(|n| n.online).map(|n| n.id).collect();
+    // If the file was just removed, deletions of its chunks may still be on their way: let them
+    // land (they take a fraction of a second) rather than count copies about to vanish.
+    let deadline = tokio::time::Instant::now() + PENDING_DELETES_WAIT;
+    while manifest.chunks().any(|c| !app.pending_deletes(&c).is_empty()) && tokio::time::Instant::now() < deadline {
+        app.wake_repair.notify_one();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let mut missing = Vec::new();
+    let mut avoid = Vec::new();
     for (idx, chunk) in manifest.chunks().enumerate() {
+        // A copy about to be deleted (the file was just removed) does not count, and its node
+        // must not be the one the chunk goes to: the delete could land after the upload.
+        let doomed = app.pending_deletes(&chunk);
         let holders = app.db.holders_of(&chunk).await?;
-        if !holders.iter().any(|h| online.contains(h)) {
+        if !holders.iter().any(|h| online.contains(h) && !doomed.contains(h)) {
             missing.push((idx, chunk));
+            avoid.push(doomed);
         }
     }
     if !missing.is_empty() && online.is_empty() {
         return Err(ApiError::Unavailable("no appliance is online to take the file".into()));
     }
     let chunks: Vec<_> = missing.iter().map(|(_, c)| *c).collect();
-    let placed = plan::place_primaries(&nodes, &chunks);
+    let placed = plan::place_primaries(&nodes, &chunks, &avoid);
     let addr_of: HashMap<NodeId, String> = nodes
         .iter()
         .filter_map(|n| Some((n.id, n.data_addr.clone()?)))

@@ -105,6 +105,18 @@ impl App {
         Ok(Some(secret))
     }
 
+    /// Nodes that have been told to delete `chunk` and may not have done it yet: their copy
+    /// must not be counted on, nor chosen to receive the chunk again.
+    pub fn pending_deletes(&self, chunk: &ChunkId) -> std::collections::HashSet<NodeId> {
+        let repair = self.repair.lock().expect("repair lock");
+        repair
+            .in_flight
+            .iter()
+            .filter(|((c, _), o)| c == chunk && o.delete)
+            .map(|((_, n), _)| *n)
+            .collect()
+    }
+
     /// Seals and publishes an order to one node; returns its command ID.
     pub async fn command(&self, node: &NodeId, order: Order) -> anyhow::Result<u64> {
         let secret = self

@@ -247,6 +247,14 @@ impl Db {
         Ok(())
     }
 
+    /// After any break in our MQTT connection, deltas may have been lost: re-read everyone.
+    pub async fn mark_all_needs_inventory(&self) -> anyhow::Result<()> {
+        sqlx::query("UPDATE nodes SET needs_inventory = 1")
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// At controller start nobody is known to be online until it says so again.
     pub async fn mark_all_offline(&self, now: i64) -> anyhow::Result<()> {
         sqlx::query("UPDATE nodes SET state = 'offline', state_since = $1 WHERE state = 'online'")

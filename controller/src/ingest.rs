@@ -48,6 +48,10 @@ pub async fn run(app: Arc<App>, mut events: EventLoop) {
 }
 
 async fn on_connect(app: &App) -> anyhow::Result<()> {
+    // Whatever appliances announced while we were not subscribed is lost, and a gap in a `have`
+    // sequence only shows when the next delta arrives, which may be never: re-read everyone.
+    app.db.mark_all_needs_inventory().await?;
+    app.wake_inventory.notify_one();
     for leaf in ["state", "info", "have", "events"] {
         app.mqtt
             .subscribe(format!("{}/node/+/{leaf}", control::TOPIC_ROOT), QoS::AtLeastOnce)

@@ -162,20 +162,24 @@ pub fn plan(fleet: &Fleet<'_>, now: i64, grace_s: i64, actions_max: usize) -> Pl
 
 /// Picks a first home for each chunk of a new file: online nodes with room, the most free
 /// space first, spreading the file's bytes (each pick lowers that node's projected room).
-/// `None` for a chunk no node can take.
-pub fn place_primaries(nodes: &[NodeFacts], chunks: &[ChunkId]) -> Vec<Option<NodeId>> {
+/// `avoid[i]` (if present) lists nodes chunk `i` must not go to. `None` for a chunk no node
+/// can take.
+pub fn place_primaries(nodes: &[NodeFacts], chunks: &[ChunkId], avoid: &[HashSet<NodeId>]) -> Vec<Option<NodeId>> {
     let mut free: Vec<(NodeId, u64)> = nodes
         .iter()
         .filter(|n| n.online && n.data_addr.is_some())
         .map(|n| (n.id, n.free_bytes))
         .collect();
+    let none = HashSet::new();
     chunks
         .iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(i, c)| {
             let need = u64::from(c.len());
+            let avoid = avoid.get(i).unwrap_or(&none);
             let best = free
                 .iter_mut()
-                .filter(|(_, f)| *f >= need)
+                .filter(|(id, f)| *f >= need && !avoid.contains(id))
                 .max_by_key(|(id, f)| (*f, std::cmp::Reverse(*id)))?;
             best.1 -= need;
             Some(best.0)
@@ -305,10 +309,16 @@ mod tests {
             node(4, true, 500),
         ];
         let chunks: Vec<ChunkId> = (1..=6).map(chunk).collect();
-        let got = place_primaries(&nodes, &chunks);
+        let got = place_primaries(&nodes, &chunks, &[]);
         let n = |i| Some(NodeId([i; 16]));
         // Ties go to the lower ID; node 4 (500 bytes free) can never take a 1000-byte chunk.
         assert_eq!(got, vec![n(1), n(1), n(2), n(1), n(2), None]);
+        let avoid = [HashSet::from([NodeId([1; 16])])];
+        assert_eq!(
+            place_primaries(&nodes, &chunks[..1], &avoid),
+            vec![n(2)],
+            "a node about to delete the chunk"
+        );
     }
 
     proptest! {

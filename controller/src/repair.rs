@@ -22,6 +22,9 @@ pub const REPAIR_ORDERS_PER_PASS: usize = 128;
 /// An order not seen through by then counts as failed, and may be given again.
 const ORDER_TIMEOUT_S: i64 = 60;
 const INVENTORY_TICK: Duration = Duration::from_secs(2);
+/// Anti-entropy: every online node's inventory is re-read this often even when nothing
+/// suggests a loss, so a lost delta cannot leave the view wrong for long.
+const INVENTORY_REFRESH: Duration = Duration::from_secs(600);
 const TICKET_TTL_S: u64 = 300;
 
 pub async fn repair_loop(app: Arc<App>) {
@@ -121,6 +124,7 @@ async fn repair_pass(app: &App) -> anyhow::Result<()> {
 /// Pulls the full inventory of every online node whose holdings are in doubt (first contact,
 /// a new boot, a gap in its `have` sequence), over the data plane with a signed ticket.
 pub async fn inventory_loop(app: Arc<App>) {
+    let mut last_pull: std::collections::HashMap<trove_common::NodeId, tokio::time::Instant> = Default::default();
     loop {
         tokio::select! {
             _ = app.wake_inventory.notified() => {}
@@ -133,12 +137,22 @@ pub async fn inventory_loop(app: Arc<App>) {
                 continue;
             }
         };
-        for n in nodes.iter().filter(|n| n.needs_inventory && n.state == "online") {
+        let stale = |id| {
+            last_pull
+                .get(id)
+                .is_none_or(|t: &tokio::time::Instant| t.elapsed() >= INVENTORY_REFRESH)
+        };
+        let due: Vec<_> = nodes
+            .iter()
+            .filter(|n| n.state == "online" && (n.needs_inventory || stale(&n.id)))
+            .collect();
+        for n in due {
             let Some(addr) = n.data_addr.as_deref().and_then(|a| a.parse().ok()) else {
                 continue;
             };
             match pull_inventory(&app, n.id, addr).await {
                 Ok(count) => {
+                    last_pull.insert(n.id, tokio::time::Instant::now());
                     app.metrics.inventory_pulls.fetch_add(1, Ordering::Relaxed);
                     info!(node = %n.id, chunks = count, "inventory pulled");
                     app.wake_repair.notify_one();

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use trove_common::PublicKey;
+use trove_common::control::JoinToken;
 
 /// The file form. Every field is optional: flags and defaults fill the rest.
 #[derive(Debug, Default, Deserialize)]
@@ -20,6 +21,14 @@ pub struct FileConfig {
     pub disk_reserve: Option<Size>,
     pub scrub_bytes_per_sec: Option<Size>,
     pub scrub_pause_secs: Option<u64>,
+    /// A join token (`trove1-...`) from the controller: joins the fleet over MQTT. Kept in
+    /// `DATA/join.token` afterwards, so later starts need not repeat it.
+    pub join: Option<String>,
+    /// The data address others should dial, when the listen address is not it (NAT, a
+    /// wildcard listen address on a multi-homed board).
+    pub advertise: Option<SocketAddr>,
+    /// The board profile name reported to the controller (see hardware/).
+    pub board: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -76,8 +85,13 @@ pub struct Config {
     pub disk_reserve_bytes: u64,
     pub scrub_bytes_per_sec: u64,
     pub scrub_pause_secs: u64,
+    /// A token given now (flag or file); one persisted earlier is read by `identity`.
+    pub join: Option<JoinToken>,
+    pub advertise: Option<SocketAddr>,
+    pub board: String,
 }
 
+pub const DEFAULT_BOARD: &str = "generic";
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7070";
 pub const DEFAULT_CAPACITY_BYTES: u64 = 16 << 30;
 pub const DEFAULT_DISK_RESERVE_BYTES: u64 = 64 << 20;
@@ -103,6 +117,15 @@ impl Config {
             ),
             None => None,
         };
+        let join = match flags.join.or(file.join) {
+            // Not echoed: the token holds the node's secret.
+            Some(text) => Some(JoinToken::decode(&text).context("the join token is not valid")?),
+            None => None,
+        };
+        let board = flags.board.or(file.board).unwrap_or_else(|| DEFAULT_BOARD.into());
+        if board.is_empty() || board.len() > 64 || board.chars().any(char::is_control) {
+            bail!("board name {board:?}: want 1 to 64 printable characters");
+        }
         Ok(Config {
             listen: flags
                 .listen
@@ -126,6 +149,9 @@ impl Config {
                 .scrub_pause_secs
                 .or(file.scrub_pause_secs)
                 .unwrap_or(DEFAULT_SCRUB_PAUSE_SECS),
+            join,
+            advertise: flags.advertise.or(file.advertise),
+            board,
         })
     }
 }
@@ -156,5 +182,41 @@ mod tests {
         assert_eq!(c.capacity_bytes, 1 << 30);
         assert_eq!(c.listen.port(), 1);
         assert!(toml::from_str::<FileConfig>("typo = 1").is_err());
+        assert_eq!(c.board, DEFAULT_BOARD);
+        assert!(c.join.is_none() && c.advertise.is_none());
+    }
+
+    #[test]
+    fn fleet_settings_from_file_and_flags() {
+        let key = trove_common::grant::SigningKey::from_secret(&[1; 32]);
+        let token = JoinToken {
+            broker: "10.0.0.2:1883".into(),
+            node_id: trove_common::NodeId([7; 16]),
+            secret: trove_common::control::NodeSecret([8; 32]),
+            controller_key: key.public().to_bytes(),
+        };
+        let text = format!(
+            "data = \"/a\"\njoin = \"{}\"\nadvertise = \"192.168.1.5:7070\"\nboard = \"pi4\"",
+            token.encode()
+        );
+        let file: FileConfig = toml::from_str(&text).unwrap();
+        let c = Config::merge(file, FileConfig::default()).unwrap();
+        assert_eq!(c.join, Some(token));
+        assert_eq!(c.advertise, Some("192.168.1.5:7070".parse().unwrap()));
+        assert_eq!(c.board, "pi4");
+        let flags = FileConfig {
+            board: Some("rock5".into()),
+            ..Default::default()
+        };
+        let file: FileConfig = toml::from_str(&text).unwrap();
+        assert_eq!(Config::merge(file, flags).unwrap().board, "rock5");
+
+        let bad = FileConfig {
+            data: Some("/a".into()),
+            join: Some("trove1-00".into()),
+            ..Default::default()
+        };
+        let err = format!("{:#}", Config::merge(FileConfig::default(), bad).unwrap_err());
+        assert!(err.contains("join token"), "{err}");
     }
 }

@@ -18,3 +18,46 @@ pub const IO_BUFFER_BYTES: usize = 256 * 1024;
 pub const SCRUB_PAGE_CHUNKS: usize = 256;
 
 const _: () = assert!(PUT_BODY_BYTES_INFLIGHT_MAX >= trove_common::limits::CHUNK_BYTES_MAX as u64);
+
+// ---------------------------------------------------------------------------------------------
+// The MQTT agent (see agent.rs)
+
+/// MQTT keep-alive. Short, so that the broker publishes a killed or unplugged node's Last Will
+/// (`offline`) within seconds (brokers wait 1.5 keep-alives), at the cost of a tiny ping
+/// every few seconds.
+pub const MQTT_KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// First wait before reconnecting to the broker; doubles per failure up to the max, so a
+/// broker restart is noticed quickly and a broker that stays away costs little.
+pub const MQTT_RECONNECT_BACKOFF_MIN: Duration = Duration::from_millis(100);
+pub const MQTT_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Requests queued for the MQTT event loop. The agent never waits on this queue (it would
+/// stall behind a dead broker): a publish that does not fit is dropped and accounted for
+/// (a `Have` by a sequence gap, info by the next periodic one).
+pub const MQTT_REQUESTS_MAX: usize = 64;
+/// Largest MQTT packet either way: a full `Have` or any control payload, plus topic and
+/// header bytes.
+pub const MQTT_PACKET_BYTES_MAX: usize = trove_common::control::PAYLOAD_BYTES_MAX + 1024;
+/// How often `info` is republished (free space and chunk counts drift between changes).
+pub const INFO_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a store change may wait to be batched into a `Have`: long enough to gather a
+/// burst of puts into one message, short enough for the controller's view to stay fresh.
+pub const HAVE_FLUSH_DELAY: Duration = Duration::from_millis(200);
+/// Store changes queued between the store and the agent. On overflow the agent skips a
+/// `Have` sequence number, so the controller pulls the full inventory instead.
+pub const CHANGE_QUEUE_MAX: usize = 2 * trove_common::control::HAVE_BATCH_MAX;
+/// Replications (fetch from a peer, verify, store) running at once: each holds up to a
+/// chunk in memory and a connection, and a Pi's disk and network are the bottleneck anyway.
+pub const REPLICATIONS_CONCURRENT_MAX: usize = 4;
+/// Replications accepted and not finished (running or waiting for a slot). Orders past it
+/// fail at once with "busy", which bounds the memory a flood of orders can take.
+pub const REPLICATIONS_QUEUED_MAX: usize = 256;
+/// How long one replication (connect, fetch one chunk) may take before it is reported failed.
+pub const REPLICATE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How far in the future a command's `issued_at_s` may be: tolerates clock skew between the
+/// controller and an appliance without NTP yet, and no more.
+pub const COMMAND_FUTURE_SKEW_S: u64 = 60;
+/// How long shutdown waits for `offline` and the clean DISCONNECT to leave.
+pub const MQTT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
+
+const _: () = assert!(CHANGE_QUEUE_MAX >= trove_common::control::HAVE_BATCH_MAX);
+const _: () = assert!(REPLICATIONS_QUEUED_MAX >= REPLICATIONS_CONCURRENT_MAX);

@@ -3,8 +3,15 @@
 //! Stores BLAKE3-verified chunks on local disk and serves them over TCP (wire protocol v1,
 //! see `trove_common::wire`). It deliberately has no database and no web framework: the
 //! filesystem is its index, and it must stay small enough for a Pi Zero 2 W.
+//!
+//! Joined to a fleet (`--join TOKEN`, kept in `DATA/join.token`), it also speaks MQTT to the
+//! controller: presence, what it holds, and the controller's orders (see `agent.rs`).
+//! Without a token it runs standalone, as a plain chunk server.
 
+mod agent;
+mod agent_state;
 mod config;
+mod identity;
 mod limits;
 mod scrub;
 mod server;
@@ -17,7 +24,6 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use tracing::info;
-use trove_common::NodeId;
 
 use crate::config::{Config, FileConfig, Size};
 
@@ -49,6 +55,18 @@ struct Args {
     /// Seconds to rest between scrub passes.
     #[arg(long)]
     scrub_pause_secs: Option<u64>,
+    /// Join a fleet with this token from the controller (`trove1-...`). Kept in
+    /// DATA/join.token, so later starts need not repeat it. The environment variable keeps
+    /// the token (it holds the node's secret) out of the process list.
+    #[arg(long, env = "TROVED_JOIN", hide_env_values = true)]
+    join: Option<String>,
+    /// The data address other nodes and clients should dial (default: the listen address;
+    /// for a wildcard one, this host's address on the route to the broker, same port).
+    #[arg(long)]
+    advertise: Option<std::net::SocketAddr>,
+    /// Board profile name reported to the controller (default: generic).
+    #[arg(long)]
+    board: Option<String>,
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
@@ -75,6 +93,9 @@ fn main() -> anyhow::Result<()> {
         disk_reserve: args.disk_reserve.map(Size::Bytes),
         scrub_bytes_per_sec: args.scrub_bytes_per_sec.map(Size::Bytes),
         scrub_pause_secs: args.scrub_pause_secs,
+        join: args.join,
+        advertise: args.advertise,
+        board: args.board,
     };
     let config = Config::merge(file, flags)?;
     // A Pi has few cores; two workers keep a disk read and a network write going at once.
@@ -88,7 +109,8 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data).with_context(|| format!("creating {}", config.data.display()))?;
-    let node_id = load_or_create_node_id(&config.data)?;
+    let identity = identity::resolve(&config.data, config.join.clone(), config.trusted_key)?;
+    let node_id = identity.node_id;
     let (store, report) = store::Store::open(&config.data, config.capacity_bytes, config.disk_reserve_bytes)
         .with_context(|| format!("opening the chunk store in {}", config.data.display()))?;
     info!(
@@ -99,10 +121,12 @@ async fn run(config: Config) -> anyhow::Result<()> {
         quarantined_at_open = report.quarantined,
         "chunk store open"
     );
-    if config.trusted_key.is_none() {
+    if identity.trusted_key.is_none() {
         tracing::warn!("no trusted key configured: every write will be refused");
     }
     let store = Arc::new(store);
+    // Before anything can change the store, so the controller hears of every change.
+    let feed = identity.join.as_ref().map(|_| agent::watch_store(&store));
     scrub::spawn(
         store.clone(),
         scrub::ScrubConfig {
@@ -115,13 +139,32 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", config.listen))?;
     let local = listener.local_addr()?;
     // Tests and local clusters start troved on port 0 and read the real port from here.
-    write_atomically(&config.data.join("listen.addr"), local.to_string().as_bytes())?;
+    identity::write_atomically(&config.data.join("listen.addr"), local.to_string().as_bytes(), 0o644)?;
     info!(addr = %local, "serving chunks");
-    let node = Arc::new(server::Node::new(node_id, store, config.trusted_key));
+    let node = Arc::new(server::Node::new(node_id, store, identity.trusted_key));
+    let agent = match (identity.join, feed) {
+        (Some(token), Some(feed)) => Some(agent::Agent::spawn(
+            agent::AgentConfig {
+                token,
+                listen: local,
+                advertise: config.advertise,
+                board: config.board,
+            },
+            node.clone(),
+            feed,
+        )?),
+        _ => {
+            info!("standalone: no join token, so no MQTT");
+            None
+        }
+    };
     tokio::select! {
         r = server::serve(listener, node) => r.context("accept loop failed"),
         _ = shutdown_signal() => {
             info!("shutting down");
+            if let Some(agent) = agent {
+                agent.shutdown().await;
+            }
             Ok(())
         }
     }
@@ -133,28 +176,4 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-}
-
-fn load_or_create_node_id(data: &std::path::Path) -> anyhow::Result<NodeId> {
-    let path = data.join("node_id");
-    match std::fs::read_to_string(&path) {
-        Ok(text) => text.parse().with_context(|| format!("{} is damaged", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut id = [0u8; 16];
-            getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("no randomness for a node ID: {e}"))?;
-            let id = NodeId(id);
-            write_atomically(&path, id.to_string().as_bytes())?;
-            Ok(id)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    std::io::Write::write_all(&mut f, bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    Ok(())
 }

@@ -57,6 +57,16 @@ impl Node {
         }
     }
 
+    /// Holds `len` bytes of the in-memory body budget until the permit drops: puts and
+    /// replications share it, so together they never hold more than
+    /// [`PUT_BODY_BYTES_INFLIGHT_MAX`] of chunk bodies.
+    pub async fn hold_body(&self, len: u64) -> tokio::sync::SemaphorePermit<'_> {
+        self.body_budget
+            .acquire_many(budget_units(len))
+            .await
+            .expect("the body budget is never closed")
+    }
+
     fn stats(&self) -> NodeStats {
         NodeStats {
             node_id: self.id,
@@ -240,11 +250,7 @@ async fn receive_put(
         discard(reader, len).await?;
         return Ok(resp);
     }
-    let _budget = node
-        .body_budget
-        .acquire_many(budget_units(len))
-        .await
-        .expect("the body budget is never closed");
+    let _budget = node.hold_body(len).await;
     let mut body = vec![0u8; chunk.len() as usize];
     tokio::time::timeout(BODY_TIMEOUT, reader.read_exact(&mut body))
         .await

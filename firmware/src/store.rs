@@ -9,11 +9,16 @@
 //! point leaves either no chunk or the whole chunk; leftovers in `tmp/` are removed at start.
 //! A chunk that fails a later check (the scrubber, or a length mismatch) is moved to
 //! `quarantine/` and is never served again. See `docs/on-disk.md` for the layout.
+//!
+//! Whoever must know what the store gains and loses (the MQTT agent, which tells the
+//! controller) registers an observer with [`Store::set_observer`]: it hears every chunk that
+//! enters service ([`Change::Added`]) and every one that leaves it ([`Change::Removed`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use trove_common::ChunkId;
@@ -51,6 +56,19 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
     }
 }
 
+/// A chunk entering or leaving service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A put stored a chunk that was not held (not reported for a chunk already there).
+    Added(ChunkId),
+    /// A chunk was removed or quarantined.
+    Removed(ChunkId),
+}
+
+/// Called synchronously, on whichever thread changed the store (a blocking-pool thread, the
+/// scrubber), after the change is durable: it must be quick and must not block.
+pub type Observer = Box<dyn Fn(Change) + Send + Sync>;
+
 pub struct Store {
     chunks_dir: PathBuf,
     tmp_dir: PathBuf,
@@ -62,6 +80,7 @@ pub struct Store {
     n_chunks: AtomicU64,
     n_quarantined: AtomicU64,
     tmp_seq: AtomicU64,
+    observer: OnceLock<Observer>,
 }
 
 /// What [`Store::open`] found.
@@ -91,6 +110,7 @@ impl Store {
             n_chunks: AtomicU64::new(0),
             n_quarantined: AtomicU64::new(0),
             tmp_seq: AtomicU64::new(0),
+            observer: OnceLock::new(),
         };
         let mut report = OpenReport::default();
         for dir in [&store.chunks_dir, &store.tmp_dir, &store.quarantine_dir] {
@@ -131,6 +151,18 @@ impl Store {
         store.n_chunks.store(report.chunks, Ordering::Relaxed);
         store.n_quarantined.store(n_quarantined, Ordering::Relaxed);
         Ok((store, report))
+    }
+
+    /// Registers the one observer of changes. Set once, before serving: a second call is
+    /// refused (returns false) so that nobody silently steals the agent's feed.
+    pub fn set_observer(&self, observer: Observer) -> bool {
+        self.observer.set(observer).is_ok()
+    }
+
+    fn notify(&self, change: Change) {
+        if let Some(observer) = self.observer.get() {
+            observer(change);
+        }
     }
 
     fn path_of(&self, chunk: &ChunkId) -> PathBuf {
@@ -217,6 +249,7 @@ impl Store {
             Placed::New => {
                 reservation.keep();
                 self.n_chunks.fetch_add(1, Ordering::Relaxed);
+                self.notify(Change::Added(*chunk));
             }
             // A concurrent put of the same chunk won the race: one copy, counted once.
             Placed::AlreadyThere => {}
@@ -283,11 +316,33 @@ impl Store {
                 self.n_chunks.fetch_sub(1, Ordering::Relaxed);
                 self.used_bytes.fetch_sub(u64::from(chunk.len()), Ordering::Relaxed);
                 self.n_quarantined.fetch_add(1, Ordering::Relaxed);
+                self.notify(Change::Removed(*chunk));
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
             Err(e) => Err(StoreError::Io { path: from, source: e }),
         }
+    }
+
+    /// Stops holding a chunk and deletes its bytes (the controller ordered it, e.g. to trim an
+    /// extra copy). Returns whether it was held; removing a chunk not held is not an error, so
+    /// a repeated order is harmless. Racing removals of one chunk count it once: only the
+    /// unlink that succeeds adjusts the counters.
+    pub fn remove(&self, chunk: &ChunkId) -> Result<bool, StoreError> {
+        let path = self.path_of(chunk);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(StoreError::Io { path, source: e }),
+        }
+        // The name is gone whatever happens next: count it gone before anything can fail.
+        self.n_chunks.fetch_sub(1, Ordering::Relaxed);
+        self.used_bytes.fetch_sub(u64::from(chunk.len()), Ordering::Relaxed);
+        self.notify(Change::Removed(*chunk));
+        // Make the removal durable, so a chunk reported gone does not come back after a crash.
+        let dir = path.parent().expect("chunk paths have a fan-out parent");
+        File::open(dir).and_then(|d| d.sync_all()).map_err(io_at(dir))?;
+        Ok(true)
     }
 
     /// Up to `limit` held chunks in ID order, strictly after `after`; and whether more remain.
@@ -452,6 +507,44 @@ mod tests {
         assert_eq!(store.used_bytes(), 16 * 1024);
         assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
         assert!(!store.contains(&chunks[1].0));
+    }
+
+    #[test]
+    fn observer_hears_new_chunks_removals_and_quarantines_once() {
+        use std::sync::{Arc, Mutex};
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..50_000u32).map(|i| (i % 13) as u8).collect();
+        let chunks = chunks_of(&data);
+        let (store, _) = Store::open(dir.path(), 1 << 30, 0).unwrap();
+        let heard = Arc::new(Mutex::new(Vec::new()));
+        let sink = heard.clone();
+        assert!(store.set_observer(Box::new(move |c| sink.lock().unwrap().push(c))));
+        assert!(!store.set_observer(Box::new(|_| {})), "a second observer is refused");
+        let (a, b) = (chunks[0].0, chunks[1].0);
+        store.put(&a, &chunks[0].1).unwrap();
+        store.put(&a, &chunks[0].1).unwrap(); // already held: no second Added
+        store.put(&b, &chunks[1].1).unwrap();
+        assert_eq!((store.n_chunks(), store.used_bytes()), (2, 2 * 16 * 1024));
+
+        assert!(store.remove(&a).unwrap());
+        assert!(!store.remove(&a).unwrap(), "removing twice is harmless and silent");
+        assert!(!store.contains(&a));
+        assert_eq!((store.n_chunks(), store.used_bytes()), (1, 16 * 1024));
+        assert!(store.quarantine(&b).unwrap());
+        assert_eq!((store.n_chunks(), store.used_bytes()), (0, 0));
+        assert_eq!(
+            *heard.lock().unwrap(),
+            vec![
+                Change::Added(a),
+                Change::Added(b),
+                Change::Removed(a),
+                Change::Removed(b)
+            ]
+        );
+        // Removed for good: a reopened store does not find it.
+        drop(store);
+        let (_, report) = Store::open(dir.path(), 1 << 30, 0).unwrap();
+        assert_eq!(report.chunks, 0);
     }
 
     #[test]

@@ -1,5 +1,12 @@
-//! The end-to-end harness: starts the real `troved` and `trove` binaries on 127.0.0.1 with
-//! temporary directories and port 0, and gives tests what they need to look at the result.
+//! The end-to-end harness: starts the real `troved`, `trove-controller` and `trove` binaries
+//! on 127.0.0.1 with temporary directories and port 0, and gives tests what they need to look
+//! at the result.
+//!
+//! - [`Node`]: one `troved`, standalone (trusting a [`TestKey`]) or joined to a controller.
+//! - [`Controller`]: one `trove-controller`, with a tiny HTTP client for its API ([`http`]).
+//! - [`Postgres`] and [`Mosquitto`]: a throwaway PostgreSQL and a Mosquitto child, for the
+//!   second stack; they panic, never skip, when the software is not installed.
+//! - [`Stack`]: broker + database + controller + joined appliances, of either [`StackKind`].
 //!
 //! Nothing here sleeps to wait for readiness: every wait polls a condition with a deadline
 //! ([`wait_until`], [`Deadline`]) and fails with what it was waiting for.
@@ -164,11 +171,20 @@ impl TestKey {
 #[derive(Clone, Debug)]
 pub struct NodeBuilder {
     trusted_key: Option<String>,
+    /// `--join TOKEN`, given on the first start only: a joined node must remember the
+    /// controller, its broker and its credentials across restarts.
+    join_token: Option<String>,
     capacity_bytes: u64,
     scrub_pause_secs: u64,
 }
 
 impl NodeBuilder {
+    /// Joins the controller that made `token` (instead of trusting a local test key).
+    pub fn join(mut self, token: &str) -> Self {
+        self.join_token = Some(token.to_owned());
+        self.trusted_key = None;
+        self
+    }
     pub fn capacity(mut self, bytes: u64) -> Self {
         self.capacity_bytes = bytes;
         self
@@ -182,7 +198,9 @@ impl NodeBuilder {
         let dir = tempfile::Builder::new().prefix("troved-").tempdir().expect("tempdir");
         let data = dir.path().join("data");
         let log = dir.path().join("troved.log");
+        let join_token = self.join_token.clone();
         let mut node = Node {
+            join_token,
             config: self,
             dir,
             data,
@@ -199,6 +217,8 @@ impl NodeBuilder {
 /// Killed when dropped.
 pub struct Node {
     config: NodeBuilder,
+    /// The token it joined with, if any (it holds the node's broker password and MAC key).
+    join_token: Option<String>,
     dir: tempfile::TempDir,
     data: PathBuf,
     log: PathBuf,
@@ -212,6 +232,18 @@ impl Node {
     pub fn builder(key: &TestKey) -> NodeBuilder {
         NodeBuilder {
             trusted_key: Some(key.public_hex()),
+            join_token: None,
+            capacity_bytes: 1 << 30,
+            scrub_pause_secs: 3600,
+        }
+    }
+
+    /// A node that joins a controller with `token` (see [`Controller::enroll`]); otherwise
+    /// like [`Node::builder`].
+    pub fn joining(token: &str) -> NodeBuilder {
+        NodeBuilder {
+            trusted_key: None,
+            join_token: Some(token.to_owned()),
             capacity_bytes: 1 << 30,
             scrub_pause_secs: 3600,
         }
@@ -255,6 +287,10 @@ impl Node {
         if let Some(key) = &self.config.trusted_key {
             cmd.arg("--trusted-key").arg(key);
         }
+        // Only the first start joins; later ones must find what the join left in `data`.
+        if let Some(token) = self.config.join_token.take() {
+            cmd.arg("--join").arg(token);
+        }
         let child = cmd.spawn().expect("spawning troved");
         self.child = Some(child);
         let addr = {
@@ -274,6 +310,11 @@ impl Node {
             })
         };
         self.addr = Some(addr);
+    }
+
+    /// The join token it was started with (see [`NodeBuilder::join`]).
+    pub fn join_token(&self) -> Option<&str> {
+        self.join_token.as_deref()
     }
 
     /// The address it serves on. Panics if it is not running.
@@ -786,7 +827,8 @@ impl ResumeState {
     }
 }
 
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
+/// Hex of any even length (either case) to bytes; `None` if it is not hex.
+pub fn decode_hex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
@@ -827,6 +869,964 @@ pub fn json_sources(json: &str) -> Vec<String> {
         .filter(|o| o.contains("\"addr\""))
         .map(|o| format!("{o}}}"))
         .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP (a tiny blocking HTTP/1.1 client: enough for the controller's JSON API in tests)
+
+/// How long one HTTP exchange with the controller may take.
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most bytes of an HTTP answer read (a runaway answer fails the test instead).
+const HTTP_ANSWER_BYTES_MAX: usize = 64 << 20;
+
+/// A whole HTTP answer.
+#[derive(Clone, Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    /// The body parsed as `T`; panics with the body if it does not parse.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "HTTP {} answer is not the expected JSON ({e}): {}",
+                self.status, self.body
+            )
+        })
+    }
+}
+
+/// One request to `url` (`http://host:port/path`), `Connection: close`, with an optional
+/// bearer token and JSON body. Panics if the server cannot be reached or answers garbage.
+pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> HttpAnswer {
+    try_http(method, url, token, body).unwrap_or_else(|e| panic!("{method} {url}: {e}"))
+}
+
+/// Like [`http`], but a connection failure is an `Err` (for polling readiness).
+pub fn try_http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> std::io::Result<HttpAnswer> {
+    use std::io::{BufRead, BufReader};
+    let rest = url
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("{url:?} is not an http:// URL"));
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{host} resolves to nothing")))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    let mut req =
+        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n");
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes())?;
+    let mut r = BufReader::new(stream);
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(&format!("bad status line {line:?}")))?;
+    let (mut chunked, mut length) = (false, None);
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Err(bad("headers cut short"));
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
+                chunked = true;
+            } else if k == "content-length" {
+                length = v.parse::<usize>().ok();
+            }
+        }
+    }
+    let mut bytes = Vec::new();
+    if chunked {
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| bad(&format!("bad chunk size {line:?}")))?;
+            if size == 0 {
+                break;
+            }
+            if bytes.len() + size > HTTP_ANSWER_BYTES_MAX {
+                return Err(bad("answer too large"));
+            }
+            let start = bytes.len();
+            bytes.resize(start + size, 0);
+            r.read_exact(&mut bytes[start..])?;
+            line.clear();
+            r.read_line(&mut line)?;
+        }
+    } else if let Some(n) = length {
+        if n > HTTP_ANSWER_BYTES_MAX {
+            return Err(bad("answer too large"));
+        }
+        bytes.resize(n, 0);
+        r.read_exact(&mut bytes)?;
+    } else {
+        r.take(HTTP_ANSWER_BYTES_MAX as u64).read_to_end(&mut bytes)?;
+    }
+    Ok(HttpAnswer {
+        status,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Processes in their own group
+
+/// Spawns `cmd` as the leader of a new process group, so [`kill_group`] also ends whatever
+/// it started (the controller's `--local-nodes` appliances).
+fn spawn_group(cmd: &mut Command) -> Child {
+    use std::os::unix::process::CommandExt;
+    cmd.process_group(0);
+    cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"))
+}
+
+/// SIGKILL to the process group `child` leads, then reaps it.
+fn kill_group(child: &mut Child) {
+    // SAFETY: kill(2) with a negative pid signals the group this child leads (we made it
+    // with process_group(0)); it touches no memory.
+    unsafe {
+        libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; a server that then fails to bind it is
+/// retried by the caller).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+fn remove_if_exists(path: &Path) {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("removing {}: {e}", path.display()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The controller
+
+/// How long the controller may take to serve its API (PostgreSQL migrations included).
+pub const CONTROLLER_START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// How to start a `trove-controller`.
+#[derive(Clone, Debug)]
+pub struct ControllerBuilder {
+    grace_secs: u64,
+    database_url: Option<String>,
+    mqtt_url: Option<String>,
+    local_nodes: Option<u32>,
+    extra_args: Vec<String>,
+}
+
+impl ControllerBuilder {
+    /// Seconds an appliance may stay offline before its chunks are copied elsewhere.
+    pub fn grace_secs(mut self, secs: u64) -> Self {
+        self.grace_secs = secs;
+        self
+    }
+    /// `--database-url` (PostgreSQL); SQLite in the data directory without it.
+    pub fn database_url(mut self, url: &str) -> Self {
+        self.database_url = Some(url.to_owned());
+        self
+    }
+    /// `--mqtt-url` (an external broker); the embedded broker without it.
+    pub fn mqtt_url(mut self, url: &str) -> Self {
+        self.mqtt_url = Some(url.to_owned());
+        self
+    }
+    /// `--local-nodes N`: the controller starts N `troved` of its own under `DATA/nodes/`.
+    pub fn local_nodes(mut self, n: u32) -> Self {
+        self.local_nodes = Some(n);
+        self
+    }
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.extra_args.push(arg.to_owned());
+        self
+    }
+
+    /// Starts it and waits until its API answers.
+    pub fn start(self) -> Controller {
+        let dir = tempfile::Builder::new()
+            .prefix("trove-controller-")
+            .tempdir()
+            .expect("tempdir");
+        let data = dir.path().join("data");
+        fs::create_dir_all(&data).expect("creating the controller's data dir");
+        let log = dir.path().join("controller.log");
+        let mut c = Controller {
+            config: self,
+            mqtt_listen: "127.0.0.1:0".into(),
+            dir,
+            data,
+            log,
+            child: None,
+            url: None,
+        };
+        c.spawn();
+        c
+    }
+}
+
+/// A running `trove-controller` on 127.0.0.1 (HTTP and embedded broker on free ports), with
+/// its own temporary data directory and log file. Killed, with its process group, on drop.
+pub struct Controller {
+    config: ControllerBuilder,
+    /// `--mqtt-listen`: port 0 on the first start, then the port it picked, so that a
+    /// restarted controller's embedded broker is where the join tokens say it is.
+    mqtt_listen: String,
+    dir: tempfile::TempDir,
+    data: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    url: Option<String>,
+}
+
+impl Controller {
+    /// Embedded broker, SQLite, a 2 s grace period.
+    pub fn builder() -> ControllerBuilder {
+        ControllerBuilder {
+            grace_secs: 2,
+            database_url: None,
+            mqtt_url: None,
+            local_nodes: None,
+            extra_args: Vec::new(),
+        }
+    }
+
+    pub fn start() -> Controller {
+        Controller::builder().start()
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "controller already running");
+        let addr_file = self.data.join("http.addr");
+        remove_if_exists(&addr_file);
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening the controller log");
+        let mut cmd = Command::new(bin("trove-controller"));
+        cmd.arg("--data")
+            .arg(&self.data)
+            .arg("--http")
+            .arg("127.0.0.1:0")
+            .arg("--mqtt-listen")
+            .arg(&self.mqtt_listen)
+            .arg("--grace-secs")
+            .arg(self.config.grace_secs.to_string());
+        if let Some(url) = &self.config.database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        if let Some(url) = &self.config.mqtt_url {
+            cmd.arg("--mqtt-url").arg(url);
+        }
+        if let Some(n) = self.config.local_nodes {
+            cmd.arg("--local-nodes").arg(n.to_string());
+        }
+        cmd.args(&self.config.extra_args)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .env("TROVE_BIN_DIR", bin_dir())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        self.child = Some(spawn_group(&mut cmd));
+        let deadline = Deadline::after(CONTROLLER_START_DEADLINE);
+        let addr = loop {
+            self.check_alive("writing http.addr");
+            // Written once the listener is bound; tolerate a half-written file by re-reading.
+            if let Ok(text) = fs::read_to_string(&addr_file) {
+                let text = text.trim();
+                let host = text.strip_prefix("http://").unwrap_or(text).trim_end_matches('/');
+                if let Ok(addr) = host.parse::<SocketAddr>() {
+                    break addr;
+                }
+            }
+            if deadline.expired() {
+                panic!(
+                    "timed out waiting for the controller to write {}; log:\n{}",
+                    addr_file.display(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(POLL_STEP);
+        };
+        let url = format!("http://{addr}");
+        loop {
+            self.check_alive("answering /api/v1/health");
+            if let Ok(a) = try_http("GET", &format!("{url}/api/v1/health"), None, None)
+                && a.status == 200
+            {
+                break;
+            }
+            if deadline.expired() {
+                panic!(
+                    "timed out waiting for {url}/api/v1/health to answer 200; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(POLL_STEP);
+        }
+        self.url = Some(url);
+        if self.config.mqtt_url.is_none()
+            && let Some(addr) = self.mqtt_addr()
+        {
+            self.mqtt_listen = addr.to_string();
+        }
+    }
+
+    fn check_alive(&mut self, doing: &str) {
+        let child = self.child.as_mut().expect("controller is not running");
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            self.child = None;
+            panic!(
+                "trove-controller exited with {status} before {doing}; log:\n{}",
+                self.log()
+            );
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`. Panics if it is not running.
+    pub fn url(&self) -> &str {
+        self.url.as_deref().expect("controller is not running")
+    }
+
+    /// The bootstrap admin API token it wrote on first start.
+    pub fn admin_token(&self) -> String {
+        let path = self.data.join("admin.token");
+        fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+            .trim()
+            .to_owned()
+    }
+
+    /// The embedded broker's address (`DATA/mqtt.addr`), when it runs one.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        let text = fs::read_to_string(self.data.join("mqtt.addr")).ok()?;
+        let text = text.trim();
+        let host = text.strip_prefix("mqtt://").unwrap_or(text);
+        Some(
+            host.parse()
+                .unwrap_or_else(|e| panic!("mqtt.addr {text:?} is not an address: {e}")),
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("controller is not running").id()
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// SIGKILL (with its process group), and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_group(&mut child);
+        }
+        self.url = None;
+    }
+
+    /// Starts it again with the same flags and data directory: a new HTTP port, but the
+    /// embedded broker on the port it had (appliances dial the address in their token).
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    pub fn temp_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Everything it logged so far (all runs), without colour codes.
+    pub fn log(&self) -> String {
+        read_log(&self.log)
+    }
+
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log().lines().filter(|l| l.contains(needle)).count()
+    }
+
+    /// A request to its API (`path` under `/api/v1`) with `token`.
+    pub fn api(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> HttpAnswer {
+        http(method, &format!("{}/api/v1{path}", self.url()), token, body)
+    }
+
+    /// `GET /api/v1{path}` as admin; panics unless it answers 200. Returns the JSON parsed.
+    pub fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let a = self.api("GET", path, Some(&self.admin_token()), None);
+        assert_eq!(a.status, 200, "GET /api/v1{path}: {}", a.body);
+        a.json()
+    }
+
+    /// The fleet as the API shows it.
+    pub fn nodes(&self) -> Vec<trove_common::api::NodeView> {
+        self.get("/nodes")
+    }
+
+    /// A file's replication as the API shows it.
+    pub fn file_status(&self, file_id: &str) -> trove_common::api::FileStatus {
+        self.get(&format!("/files/{file_id}/status"))
+    }
+
+    /// A join token for a new appliance (`POST /api/v1/enrollments` as admin).
+    pub fn enroll(&self) -> String {
+        self.enroll_named(None)
+    }
+
+    pub fn enroll_named(&self, name: Option<&str>) -> String {
+        let body = serde_json::to_string(&trove_common::api::EnrollRequest {
+            name: name.map(str::to_owned),
+        })
+        .expect("JSON");
+        let a = self.api("POST", "/enrollments", Some(&self.admin_token()), Some(&body));
+        assert!(
+            (200..300).contains(&a.status),
+            "POST /api/v1/enrollments answered {}: {}",
+            a.status,
+            a.body
+        );
+        let e: trove_common::api::Enrollment = a.json();
+        assert!(e.token.starts_with("trove1-"), "enrollment token {:?}", e.token);
+        e.token
+    }
+
+    /// Enrolls and starts a `troved` that joins this controller (1 GiB capacity).
+    pub fn start_node(&self) -> Node {
+        Node::joining(&self.enroll()).start()
+    }
+
+    /// A `trove` command pointed at this controller with the admin token (through the
+    /// environment, as a user would set it up).
+    pub fn trove_command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = trove_command(args);
+        cmd.env("TROVE_CONTROLLER", self.url())
+            .env("TROVE_TOKEN", self.admin_token());
+        cmd
+    }
+
+    /// Runs `trove ARGS` against this controller; panics with its output unless it succeeds.
+    /// Returns stdout.
+    pub fn trove_ok<I, S>(&self, args: I) -> String
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.trove_command(args);
+        let out = cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+        if !out.status.success() {
+            panic!(
+                "{cmd:?} failed ({}):\nstderr:\n{}\nstdout:\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+        String::from_utf8(out.stdout).expect("trove prints UTF-8")
+    }
+
+    /// Runs `trove ARGS` against this controller, success or not.
+    pub fn trove<I, S>(&self, args: I) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.trove_command(args);
+        cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL
+
+/// How long a throwaway PostgreSQL may take to initialise and start.
+pub const POSTGRES_START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A throwaway PostgreSQL server on a free loopback port, with trust authentication, its
+/// data and socket in a temporary directory owned by the `postgres` user (initdb refuses
+/// to run as root). Stopped on drop.
+///
+/// Panics if PostgreSQL is not installed: the tests of the PostgreSQL backend must fail,
+/// never skip (`apt-get install postgresql`).
+pub struct Postgres {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    running: bool,
+    _dir: tempfile::TempDir,
+}
+
+impl Postgres {
+    /// Starts a server with an empty database `trove`.
+    pub fn start() -> Postgres {
+        let bin = postgres_bin_dir();
+        let dir = tempfile::Builder::new().prefix("trove-pg-").tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let sock = dir.path().join("sock");
+        fs::create_dir_all(&sock).expect("socket dir");
+        as_postgres_prepare(dir.path());
+        run_as_postgres(
+            Command::new(bin.join("initdb")).arg("-D").arg(&data).args([
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "--no-instructions",
+            ]),
+            "initdb",
+        );
+        let log = dir.path().join("postgres.log");
+        let mut last_error = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let opts = format!(
+                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+                sock.display()
+            );
+            let out = postgres_command(
+                Command::new(bin.join("pg_ctl"))
+                    .arg("-D")
+                    .arg(&data)
+                    .arg("-o")
+                    .arg(&opts)
+                    .arg("-l")
+                    .arg(&log)
+                    .args(["-w", "-t", &POSTGRES_START_DEADLINE.as_secs().to_string(), "start"]),
+            )
+            .output()
+            .expect("running pg_ctl");
+            if out.status.success() {
+                let pg = Postgres {
+                    bin,
+                    data,
+                    port,
+                    running: true,
+                    _dir: dir,
+                };
+                pg.create_database("trove");
+                return pg;
+            }
+            last_error = format!(
+                "{}{}\nlog:\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        panic!("PostgreSQL did not start: {last_error}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/trove`.
+    pub fn url(&self) -> String {
+        self.url_of("trove")
+    }
+
+    pub fn url_of(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Creates another empty database.
+    pub fn create_database(&self, name: &str) {
+        run_as_postgres(
+            Command::new(self.bin.join("createdb"))
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres"])
+                .arg(name),
+            "createdb",
+        );
+    }
+
+    /// Runs one SQL statement with `psql` and returns what it printed (unaligned, no
+    /// headers), for looking at the database behind the controller's back.
+    pub fn psql(&self, database: &str, sql: &str) -> String {
+        let out = postgres_command(
+            Command::new(self.bin.join("psql"))
+                .args([
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-At",
+                    "-d",
+                ])
+                .arg(database)
+                .arg("-c")
+                .arg(sql),
+        )
+        .output()
+        .expect("running psql");
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn stop(&mut self) {
+        if self.running {
+            self.running = false;
+            let _ = postgres_command(Command::new(self.bin.join("pg_ctl")).arg("-D").arg(&self.data).args([
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ]))
+            .output();
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The newest `/usr/lib/postgresql/<version>/bin` that has `initdb`.
+fn postgres_bin_dir() -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let version: u32 = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((version, bin))
+        })
+        .collect();
+    found.sort();
+    match found.pop() {
+        Some((_, bin)) => bin,
+        None => panic!(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): \
+             `apt-get install -y postgresql` (the PostgreSQL tests never skip)"
+        ),
+    }
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `cmd`, run as the `postgres` user when we are root (initdb and postgres refuse root).
+fn postgres_command(cmd: &mut Command) -> Command {
+    let mut wrapped = if is_root() {
+        let mut w = Command::new("runuser");
+        w.args(["-u", "postgres", "--"])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        w
+    } else {
+        let mut w = Command::new(cmd.get_program());
+        w.args(cmd.get_args());
+        w
+    };
+    wrapped.current_dir("/").stdin(Stdio::null());
+    wrapped
+}
+
+fn run_as_postgres(cmd: &mut Command, what: &str) {
+    let out = postgres_command(cmd)
+        .output()
+        .unwrap_or_else(|e| panic!("running {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Hands `dir` (and what is in it) to the `postgres` user when we are root.
+fn as_postgres_prepare(dir: &Path) {
+    if !is_root() {
+        return;
+    }
+    let out = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(dir)
+        .output()
+        .expect("running chown");
+    assert!(
+        out.status.success(),
+        "chown postgres {}: {} (is there a `postgres` user? apt-get install -y postgresql)",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Mosquitto
+
+/// How long Mosquitto may take to accept connections.
+pub const MOSQUITTO_START_DEADLINE: Duration = Duration::from_secs(20);
+
+/// A `mosquitto` child on a free loopback port: anonymous clients allowed, no persistence.
+/// Killed on drop. Panics if Mosquitto is not installed (`apt-get install -y mosquitto`).
+pub struct Mosquitto {
+    port: u16,
+    conf: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    pub fn start() -> Mosquitto {
+        let dir = tempfile::Builder::new()
+            .prefix("trove-mosquitto-")
+            .tempdir()
+            .expect("tempdir");
+        let conf = dir.path().join("mosquitto.conf");
+        let log = dir.path().join("mosquitto.log");
+        for _ in 0..3 {
+            let port = free_port();
+            fs::write(
+                &conf,
+                format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                     log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n\
+                     log_type information\nconnection_messages true\n"
+                ),
+            )
+            .expect("writing mosquitto.conf");
+            if let Some(child) = spawn_mosquitto(&conf, &log, port) {
+                return Mosquitto {
+                    port,
+                    conf,
+                    log,
+                    child: Some(child),
+                    _dir: dir,
+                };
+            }
+        }
+        panic!("mosquitto did not start; log:\n{}", read_log(&log));
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `mqtt://127.0.0.1:PORT`, for `--mqtt-url`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills it and starts it again on the same port (it forgets every retained message).
+    pub fn restart(&mut self) {
+        self.kill();
+        let deadline = Deadline::after(MOSQUITTO_START_DEADLINE);
+        loop {
+            if let Some(child) = spawn_mosquitto(&self.conf, &self.log, self.port) {
+                self.child = Some(child);
+                return;
+            }
+            // The old socket may linger a moment; the port is ours, so try again.
+            deadline.check(&format!("mosquitto to listen again on port {}", self.port));
+            std::thread::sleep(POLL_STEP);
+        }
+    }
+
+    pub fn log(&self) -> String {
+        read_log(&self.log)
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `mosquitto -c conf` and waits until `port` accepts; `None` if it exited first
+/// (the port was taken).
+fn spawn_mosquitto(conf: &Path, log_path: &Path, port: u16) -> Option<Child> {
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_path)
+        .expect("opening the mosquitto log");
+    let mut cmd = Command::new("mosquitto");
+    cmd.arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("dup log"))
+        .stderr(log);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            panic!("mosquitto is not installed: `apt-get install -y mosquitto` (these tests never skip)")
+        }
+        Err(e) => panic!("spawning mosquitto: {e}"),
+    };
+    let deadline = Deadline::after(MOSQUITTO_START_DEADLINE);
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            return None;
+        }
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(child);
+        }
+        if deadline.expired() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "timed out waiting for mosquitto on port {port}; log:\n{}",
+                read_log(log_path)
+            );
+        }
+        std::thread::sleep(POLL_STEP);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A whole stack
+
+/// Which broker and database a [`Stack`] runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StackKind {
+    /// The controller's embedded broker and a SQLite file in its data directory.
+    EmbeddedSqlite,
+    /// A Mosquitto child and a throwaway PostgreSQL.
+    MosquittoPostgres,
+}
+
+/// A controller with its broker and database, and the appliances started for it. Dropped
+/// in order: nodes, controller, broker, database.
+pub struct Stack {
+    pub kind: StackKind,
+    pub nodes: Vec<Node>,
+    pub controller: Controller,
+    pub mosquitto: Option<Mosquitto>,
+    pub postgres: Option<Postgres>,
+}
+
+impl Stack {
+    /// Starts the broker and database of `kind`, then a controller configured by `builder`
+    /// on them, then `n_nodes` appliances joined to it.
+    pub fn start(kind: StackKind, builder: ControllerBuilder, n_nodes: usize) -> Stack {
+        let (mosquitto, postgres, builder) = match kind {
+            StackKind::EmbeddedSqlite => (None, None, builder),
+            StackKind::MosquittoPostgres => {
+                let m = Mosquitto::start();
+                let pg = Postgres::start();
+                let b = builder.mqtt_url(&m.url()).database_url(&pg.url());
+                (Some(m), Some(pg), b)
+            }
+        };
+        let controller = builder.start();
+        let nodes = (0..n_nodes).map(|_| controller.start_node()).collect();
+        Stack {
+            kind,
+            nodes,
+            controller,
+            mosquitto,
+            postgres,
+        }
+    }
+
+    /// Waits until the controller shows exactly `n` appliances `online`.
+    pub fn wait_online(&self, n: usize, within: Duration) {
+        let deadline = Deadline::after(within);
+        loop {
+            let seen = self.controller.nodes();
+            if seen.iter().filter(|v| v.state == "online").count() == n {
+                return;
+            }
+            if deadline.expired() {
+                panic!(
+                    "timed out waiting for {n} appliances online; the controller shows {seen:#?}\n{}",
+                    self.logs()
+                );
+            }
+            std::thread::sleep(POLL_STEP * 5);
+        }
+    }
+
+    /// Everything logged, for a failure message.
+    pub fn logs(&self) -> String {
+        let mut s = format!("=== controller ===\n{}\n", tail(&self.controller.log(), 80));
+        for (i, n) in self.nodes.iter().enumerate() {
+            s.push_str(&format!("=== node {i} ===\n{}\n", tail(&n.log(), 30)));
+        }
+        if let Some(m) = &self.mosquitto {
+            s.push_str(&format!("=== mosquitto ===\n{}\n", tail(&m.log(), 30)));
+        }
+        s
+    }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[cfg(test)]
