@@ -211,7 +211,7 @@ async fn share(
         hex::decode_vec(&req.manifest).map_err(|e| ApiError::BadRequest(format!("manifest is not hex: {e}")))?;
     let manifest = Manifest::decode_self_checked(&bytes).map_err(|e| ApiError::BadRequest(format!("manifest: {e}")))?;
     let new_file = app.db.add_share(&manifest, caller.user_id, name, now_s()).await?;
-    app.wake_repair.notify_one();
+    app.touch_chunks(manifest.chunks());
 
     // What no online node holds yet must come from the client, once, to one node each.
     let nodes = node_facts(&app.db.nodes().await?);
@@ -368,7 +368,7 @@ async fn delete_file(
         return Err(ApiError::Forbidden);
     }
     tracing::info!(file = %id, shares_removed = removed, file_removed, "unshared");
-    app.wake_repair.notify_one();
+    app.touch_all();
     Ok(StatusCode::NO_CONTENT)
 }
 

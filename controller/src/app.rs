@@ -24,12 +24,25 @@ pub struct App {
     pub boot_id: u64,
     pub metrics: Metrics,
     pub repair: Mutex<RepairState>,
+    /// What repair should look at next (see [`Dirty`]).
+    pub dirty: Mutex<Dirty>,
     /// Something changed that repair should look at soon.
     pub wake_repair: Notify,
     /// Nodes whose inventory should be pulled.
     pub wake_inventory: Notify,
     secrets: Mutex<HashMap<NodeId, NodeSecret>>,
     last_command_id: AtomicU64,
+}
+
+/// Work for the repair loop. Changes to single chunks (a `have` delta) mark those chunks;
+/// changes that touch many (a node going on- or offline, a new inventory, a share) ask for
+/// a full pass, now or at a given time (when an offline node's grace period runs out). So a
+/// busy announce path costs repair only the chunks it touched.
+#[derive(Default)]
+pub struct Dirty {
+    pub chunks: std::collections::HashSet<ChunkId>,
+    pub all: bool,
+    pub all_at: Option<i64>,
 }
 
 /// An order sent for (chunk, node) and not yet seen through.
@@ -84,6 +97,10 @@ impl App {
             boot_id,
             metrics: Metrics::default(),
             repair: Mutex::new(RepairState::default()),
+            dirty: Mutex::new(Dirty {
+                all: true,
+                ..Dirty::default()
+            }),
             wake_repair: Notify::new(),
             wake_inventory: Notify::new(),
             secrets: Mutex::new(HashMap::new()),
@@ -103,6 +120,22 @@ impl App {
         let secret = NodeSecret(bytes);
         self.secrets.lock().expect("secrets lock").insert(*node, secret.clone());
         Ok(Some(secret))
+    }
+
+    pub fn touch_chunks(&self, chunks: impl IntoIterator<Item = ChunkId>) {
+        self.dirty.lock().expect("dirty lock").chunks.extend(chunks);
+        self.wake_repair.notify_one();
+    }
+
+    pub fn touch_all(&self) {
+        self.dirty.lock().expect("dirty lock").all = true;
+        self.wake_repair.notify_one();
+    }
+
+    /// Asks for a full repair pass at Unix second `at`.
+    pub fn touch_all_at(&self, at: i64) {
+        let mut d = self.dirty.lock().expect("dirty lock");
+        d.all_at = Some(d.all_at.map_or(at, |t| t.min(at)));
     }
 
     /// Nodes that have been told to delete `chunk` and may not have done it yet: their copy

@@ -18,8 +18,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(1, "fleet", include_str!("../
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
     &[(1, "fleet", include_str!("../migrations/postgres/0001_fleet.sql"))];
 
-/// Rows per multi-row INSERT when applying holdings (well under SQLite's variable limit).
-const HOLDINGS_ROWS_PER_STATEMENT: usize = 400;
+/// Rows per multi-row INSERT when applying holdings: a whole `have` batch at once, well under
+/// SQLite's limit of 32766 bound variables.
+const HOLDINGS_ROWS_PER_STATEMENT: usize = trove_common::control::HAVE_BATCH_MAX;
+const _: () = assert!(HOLDINGS_ROWS_PER_STATEMENT < 32_000);
+/// Keys per `IN (...)` lookup.
+const KEYS_PER_LOOKUP: usize = 500;
 
 #[derive(Clone)]
 pub struct Db {
@@ -37,6 +41,7 @@ pub enum Backend {
 #[derive(Clone, Debug)]
 pub struct NodeRow {
     pub id: NodeId,
+    pub num: i64,
     pub name: Option<String>,
     pub state: String,
     pub state_since: i64,
@@ -73,6 +78,11 @@ impl Db {
                 Box::pin(async move {
                     sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
+                    // Holdings are keyed by random hashes: inserts touch pages all over the
+                    // B-trees, so a cache far larger than SQLite's 2 MB default pays for itself.
+                    sqlx::query("PRAGMA cache_size = -65536").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA mmap_size = 268435456").execute(&mut *conn).await?;
+                    sqlx::query("PRAGMA temp_store = MEMORY").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
                     Ok(())
@@ -190,13 +200,16 @@ impl Db {
         name: Option<&str>,
         now: i64,
     ) -> anyhow::Result<()> {
-        sqlx::query("INSERT INTO nodes (id, secret, name, state, state_since, created_at) VALUES ($1, $2, $3, 'enrolled', $4, $4)")
-            .bind(id.to_string())
-            .bind(secret.to_vec())
-            .bind(name.map(str::to_owned))
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO nodes (id, num, secret, name, state, state_since, created_at) \
+             VALUES ($1, (SELECT COALESCE(MAX(num), 0) + 1 FROM nodes), $2, $3, 'enrolled', $4, $4)",
+        )
+        .bind(id.to_string())
+        .bind(secret.to_vec())
+        .bind(name.map(str::to_owned))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -210,7 +223,7 @@ impl Db {
 
     pub async fn nodes(&self) -> anyhow::Result<Vec<NodeRow>> {
         let rows = sqlx::query(
-            "SELECT id, name, state, state_since, boot_id, have_seq, needs_inventory, data_addr, capacity_bytes, \
+            "SELECT id, num, name, state, state_since, boot_id, have_seq, needs_inventory, data_addr, capacity_bytes, \
              used_bytes, disk_free_bytes, version, board FROM nodes ORDER BY id",
         )
         .fetch_all(&self.pool)
@@ -220,7 +233,7 @@ impl Db {
 
     pub async fn node(&self, id: &NodeId) -> anyhow::Result<Option<NodeRow>> {
         let row = sqlx::query(
-            "SELECT id, name, state, state_since, boot_id, have_seq, needs_inventory, data_addr, capacity_bytes, \
+            "SELECT id, num, name, state, state_since, boot_id, have_seq, needs_inventory, data_addr, capacity_bytes, \
              used_bytes, disk_free_bytes, version, board FROM nodes WHERE id = $1",
         )
         .bind(id.to_string())
@@ -294,38 +307,23 @@ impl Db {
     /// Applies a `Have` delta and records its sequence number, in one transaction.
     pub async fn apply_have(
         &self,
-        id: &NodeId,
+        node: &NodeRow,
         seq: i64,
         gap: bool,
         added: &[ChunkId],
         removed: &[ChunkId],
     ) -> anyhow::Result<()> {
-        let node = id.to_string();
         let mut tx = self.pool.begin().await?;
-        for batch in added.chunks(HOLDINGS_ROWS_PER_STATEMENT) {
-            let mut sql = String::from("INSERT INTO holdings (chunk, node_id) VALUES ");
-            for i in 0..batch.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
-            }
-            sql.push_str(" ON CONFLICT DO NOTHING");
-            let mut q = sqlx::query(&sql);
-            for c in batch {
-                q = q.bind(c.key_bytes().to_vec()).bind(node.clone());
-            }
-            q.execute(&mut *tx).await?;
-        }
+        insert_holdings(&mut tx, node.num, added).await?;
         for c in removed {
-            sqlx::query("DELETE FROM holdings WHERE chunk = $1 AND node_id = $2")
+            sqlx::query("DELETE FROM holdings WHERE node = $1 AND chunk = $2")
+                .bind(node.num)
                 .bind(c.key_bytes().to_vec())
-                .bind(node.clone())
                 .execute(&mut *tx)
                 .await?;
         }
         sqlx::query("UPDATE nodes SET have_seq = $2, needs_inventory = CASE WHEN $3 = 1 THEN 1 ELSE needs_inventory END WHERE id = $1")
-            .bind(node.clone())
+            .bind(node.id.to_string())
             .bind(seq)
             .bind(gap as i64)
             .execute(&mut *tx)
@@ -338,25 +336,15 @@ impl Db {
     pub async fn replace_holdings(&self, id: &NodeId, chunks: &[ChunkId]) -> anyhow::Result<()> {
         let node = id.to_string();
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM holdings WHERE node_id = $1")
+        let num: i64 = sqlx::query_scalar("SELECT num FROM nodes WHERE id = $1")
             .bind(node.clone())
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query("DELETE FROM holdings WHERE node = $1")
+            .bind(num)
             .execute(&mut *tx)
             .await?;
-        for batch in chunks.chunks(HOLDINGS_ROWS_PER_STATEMENT) {
-            let mut sql = String::from("INSERT INTO holdings (chunk, node_id) VALUES ");
-            for i in 0..batch.len() {
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("(${}, ${})", 2 * i + 1, 2 * i + 2));
-            }
-            sql.push_str(" ON CONFLICT DO NOTHING");
-            let mut q = sqlx::query(&sql);
-            for c in batch {
-                q = q.bind(c.key_bytes().to_vec()).bind(node.clone());
-            }
-            q.execute(&mut *tx).await?;
-        }
+        insert_holdings(&mut tx, num, chunks).await?;
         sqlx::query("UPDATE nodes SET needs_inventory = 0 WHERE id = $1")
             .bind(node)
             .execute(&mut *tx)
@@ -367,7 +355,7 @@ impl Db {
 
     /// Every (chunk, holder) pair, and every chunk some file needs.
     pub async fn holdings(&self) -> anyhow::Result<HashMap<ChunkId, Vec<NodeId>>> {
-        let rows = sqlx::query("SELECT chunk, node_id FROM holdings")
+        let rows = sqlx::query("SELECT h.chunk, n.id FROM holdings h JOIN nodes n ON n.num = h.node")
             .fetch_all(&self.pool)
             .await?;
         let mut out: HashMap<ChunkId, Vec<NodeId>> = HashMap::new();
@@ -390,11 +378,62 @@ impl Db {
         Ok(rows.iter().filter_map(|k| ChunkId::from_key_bytes(k)).collect())
     }
 
+    /// Holders of just these chunks.
+    pub async fn holdings_of_chunks(&self, chunks: &[ChunkId]) -> anyhow::Result<HashMap<ChunkId, Vec<NodeId>>> {
+        let mut out: HashMap<ChunkId, Vec<NodeId>> = HashMap::new();
+        for batch in chunks.chunks(KEYS_PER_LOOKUP) {
+            let sql = format!(
+                "SELECT h.chunk, n.id FROM holdings h JOIN nodes n ON n.num = h.node \
+                 WHERE h.node IN (SELECT num FROM nodes) AND h.chunk IN ({})",
+                placeholders(1, batch.len())
+            );
+            let mut q = sqlx::query(&sql);
+            for c in batch {
+                q = q.bind(c.key_bytes().to_vec());
+            }
+            for r in q.fetch_all(&self.pool).await? {
+                let (Some(c), Ok(n)) = (
+                    ChunkId::from_key_bytes(&r.get::<Vec<u8>, _>(0)),
+                    r.get::<String, _>(1).parse(),
+                ) else {
+                    continue;
+                };
+                out.entry(c).or_default().push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Which of these chunks some file needs.
+    pub async fn referenced_among(&self, chunks: &[ChunkId]) -> anyhow::Result<Vec<ChunkId>> {
+        let mut out = Vec::new();
+        for batch in chunks.chunks(KEYS_PER_LOOKUP) {
+            let sql = format!(
+                "SELECT DISTINCT chunk FROM file_chunks WHERE chunk IN ({})",
+                placeholders(1, batch.len())
+            );
+            let mut q = sqlx::query_scalar::<_, Vec<u8>>(&sql);
+            for c in batch {
+                q = q.bind(c.key_bytes().to_vec());
+            }
+            out.extend(
+                q.fetch_all(&self.pool)
+                    .await?
+                    .iter()
+                    .filter_map(|k| ChunkId::from_key_bytes(k)),
+            );
+        }
+        Ok(out)
+    }
+
     pub async fn holders_of(&self, chunk: &ChunkId) -> anyhow::Result<Vec<NodeId>> {
-        let rows: Vec<String> = sqlx::query_scalar("SELECT node_id FROM holdings WHERE chunk = $1")
-            .bind(chunk.key_bytes().to_vec())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<String> = sqlx::query_scalar(
+            "SELECT n.id FROM holdings h JOIN nodes n ON n.num = h.node \
+             WHERE h.node IN (SELECT num FROM nodes) AND h.chunk = $1",
+        )
+        .bind(chunk.key_bytes().to_vec())
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.iter().filter_map(|s| s.parse().ok()).collect())
     }
 
@@ -511,6 +550,41 @@ impl Db {
     }
 }
 
+/// `$first, $first+1, ...` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Inserts (chunk, node) rows, many per statement with the node bound once: this is the hot
+/// path of announce ingest.
+async fn insert_holdings(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    node: i64,
+    chunks: &[ChunkId],
+) -> anyhow::Result<()> {
+    for batch in chunks.chunks(HOLDINGS_ROWS_PER_STATEMENT) {
+        let mut sql = String::with_capacity(64 + batch.len() * 8);
+        sql.push_str("INSERT INTO holdings (node, chunk) SELECT $1, v.column1 FROM (VALUES ");
+        sql.push_str(
+            &(2..batch.len() + 2)
+                .map(|i| format!("(${i})"))
+                .collect::<Vec<_>>()
+                .join(","),
+        );
+        // SQLite needs the WHERE to tell an upsert from a join constraint after a SELECT.
+        sql.push_str(") AS v WHERE true ON CONFLICT DO NOTHING");
+        let mut q = sqlx::query(&sql).bind(node);
+        for c in batch {
+            q = q.bind(c.key_bytes().to_vec());
+        }
+        q.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy)]
 pub enum Counted {
     Files,
@@ -522,18 +596,19 @@ fn node_row(r: &AnyRow) -> anyhow::Result<NodeRow> {
     let id: String = r.get(0);
     Ok(NodeRow {
         id: id.parse().with_context(|| format!("bad node id {id:?} in database"))?,
-        name: r.get(1),
-        state: r.get(2),
-        state_since: r.get(3),
-        boot_id: r.get(4),
-        have_seq: r.get(5),
-        needs_inventory: r.get::<i64, _>(6) != 0,
-        data_addr: r.get(7),
-        capacity_bytes: r.get(8),
-        used_bytes: r.get(9),
-        disk_free_bytes: r.get(10),
-        version: r.get(11),
-        board: r.get(12),
+        num: r.get(1),
+        name: r.get(2),
+        state: r.get(3),
+        state_since: r.get(4),
+        boot_id: r.get(5),
+        have_seq: r.get(6),
+        needs_inventory: r.get::<i64, _>(7) != 0,
+        data_addr: r.get(8),
+        capacity_bytes: r.get(9),
+        used_bytes: r.get(10),
+        disk_free_bytes: r.get(11),
+        version: r.get(12),
+        board: r.get(13),
     })
 }
 

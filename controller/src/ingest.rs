@@ -114,9 +114,11 @@ async fn handle(app: &App, topic: &str, payload: &[u8]) -> anyhow::Result<()> {
                     }
                     app.db.set_node_state(&node, false, boot_id as i64, now).await?;
                     info!(%node, boot_id, "node offline");
+                    // Its chunks are copied elsewhere only once its grace period is over.
+                    app.touch_all_at(now + app.grace_s + 1);
                 }
             }
-            app.wake_repair.notify_one();
+            app.touch_all();
         }
         "info" => {
             let i: NodeInfo = secret.open(topic, payload)?;
@@ -149,9 +151,7 @@ async fn handle(app: &App, topic: &str, payload: &[u8]) -> anyhow::Result<()> {
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("node {node} vanished"))?;
             let gap = row.boot_id != Some(h.boot_id as i64) || h.seq as i64 != row.have_seq + 1;
-            app.db
-                .apply_have(&node, h.seq as i64, gap, &h.added, &h.removed)
-                .await?;
+            app.db.apply_have(&row, h.seq as i64, gap, &h.added, &h.removed).await?;
             app.metrics
                 .have_changes
                 .fetch_add((h.added.len() + h.removed.len()) as u64, Ordering::Relaxed);
@@ -159,7 +159,7 @@ async fn handle(app: &App, topic: &str, payload: &[u8]) -> anyhow::Result<()> {
                 debug!(%node, seq = h.seq, last = row.have_seq, "have sequence gap: will pull the inventory");
                 app.wake_inventory.notify_one();
             }
-            app.wake_repair.notify_one();
+            app.touch_chunks(h.added.iter().chain(&h.removed).copied());
         }
         "events" => {
             let e: NodeEvent = secret.open(topic, payload)?;

@@ -9,6 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tracing::{info, warn};
+use trove_common::ChunkId;
 use trove_common::control::Order;
 use trove_common::limits::INVENTORY_PAGE_MAX;
 use trove_common::net;
@@ -17,6 +18,10 @@ use crate::app::{App, InFlight, now_s};
 use crate::plan::{self, Action, NodeFacts};
 
 const REPAIR_TICK: Duration = Duration::from_millis(500);
+/// The least time between two repair passes, however often something wakes the loop.
+const REPAIR_PASS_GAP: Duration = Duration::from_millis(250);
+/// A full pass over every chunk at least this often, whatever was marked.
+const FULL_PASS_INTERVAL: Duration = Duration::from_secs(30);
 /// Orders sent per repair pass (a pass runs at most every tick or when woken).
 pub const REPAIR_ORDERS_PER_PASS: usize = 128;
 /// An order not seen through by then counts as failed, and may be given again.
@@ -28,16 +33,18 @@ const INVENTORY_REFRESH: Duration = Duration::from_secs(600);
 const TICKET_TTL_S: u64 = 300;
 
 pub async fn repair_loop(app: Arc<App>) {
+    let mut last_full = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = app.wake_repair.notified() => {}
             _ = tokio::time::sleep(REPAIR_TICK) => {}
         }
-        if let Err(e) = repair_pass(&app).await {
+        if let Err(e) = repair_pass(&app, &mut last_full).await {
             warn!(error = %e, "repair pass failed");
+            app.touch_all();
         }
         // Coalesce bursts of wake-ups (a busy ingest wakes us per message).
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(REPAIR_PASS_GAP).await;
     }
 }
 
@@ -53,11 +60,46 @@ pub fn node_facts(rows: &[crate::db::NodeRow]) -> Vec<NodeFacts> {
         .collect()
 }
 
-async fn repair_pass(app: &App) -> anyhow::Result<()> {
+async fn repair_pass(app: &App, last_full: &mut tokio::time::Instant) -> anyhow::Result<()> {
     let now = now_s();
+    let (marked, full) = {
+        let mut d = app.dirty.lock().expect("dirty lock");
+        let due = d.all_at.is_some_and(|t| now >= t);
+        if due {
+            d.all_at = None;
+        }
+        let full = std::mem::take(&mut d.all) || due || last_full.elapsed() >= FULL_PASS_INTERVAL;
+        (std::mem::take(&mut d.chunks), full)
+    };
+    let (holdings, referenced) = if full {
+        *last_full = tokio::time::Instant::now();
+        (app.db.holdings().await?, app.db.referenced_chunks().await?)
+    } else {
+        // Only what changed, plus what orders under way are waiting for.
+        let mut keys = marked;
+        keys.extend(
+            app.repair
+                .lock()
+                .expect("repair lock")
+                .in_flight
+                .keys()
+                .map(|(c, _)| *c),
+        );
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<_> = keys.into_iter().collect();
+        (
+            app.db.holdings_of_chunks(&keys).await?,
+            app.db.referenced_among(&keys).await?,
+        )
+    };
+    let looked_at: Vec<ChunkId> = if full {
+        Vec::new()
+    } else {
+        holdings.keys().chain(&referenced).copied().collect()
+    };
     let nodes = node_facts(&app.db.nodes().await?);
-    let holdings = app.db.holdings().await?;
-    let referenced = app.db.referenced_chunks().await?;
     let in_flight: HashSet<_> = {
         let mut repair = app.repair.lock().expect("repair lock");
         // Orders whose effect is already visible are done; old ones have failed.
@@ -88,11 +130,21 @@ async fn repair_pass(app: &App) -> anyhow::Result<()> {
         in_flight: &in_flight,
     };
     let p = plan::plan(&fleet, now, app.grace_s, REPAIR_ORDERS_PER_PASS);
-    {
+    if full {
+        // The counts describe the whole fleet only after a full pass.
         let mut repair = app.repair.lock().expect("repair lock");
         repair.under_replicated = p.under_replicated;
         repair.over_replicated = p.over_replicated;
         repair.unavailable = p.unavailable;
+    }
+    if p.actions.len() >= REPAIR_ORDERS_PER_PASS {
+        // Capped: there is more to do than one pass may order; look at the same again.
+        let mut d = app.dirty.lock().expect("dirty lock");
+        if full {
+            d.all = true;
+        } else {
+            d.chunks.extend(looked_at);
+        }
     }
     for action in p.actions {
         let (node, chunk, order, delete) = match action {
@@ -155,7 +207,7 @@ pub async fn inventory_loop(app: Arc<App>) {
                     last_pull.insert(n.id, tokio::time::Instant::now());
                     app.metrics.inventory_pulls.fetch_add(1, Ordering::Relaxed);
                     info!(node = %n.id, chunks = count, "inventory pulled");
-                    app.wake_repair.notify_one();
+                    app.touch_all();
                 }
                 Err(e) => warn!(node = %n.id, error = %e, "inventory pull failed; will retry"),
             }

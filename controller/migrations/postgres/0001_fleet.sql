@@ -13,6 +13,7 @@ CREATE TABLE api_tokens (
 );
 CREATE TABLE nodes (
     id TEXT PRIMARY KEY,              -- NodeId, 32 hex digits
+    num BIGINT NOT NULL UNIQUE,       -- small number for the holdings table
     secret BYTEA NOT NULL,             -- enrollment secret: MQTT password and MAC key root
     name TEXT,
     state TEXT NOT NULL,              -- enrolled | online | offline
@@ -50,12 +51,12 @@ CREATE TABLE file_chunks (
     PRIMARY KEY (file_id, idx)
 );
 CREATE INDEX file_chunks_chunk ON file_chunks(chunk);
+-- Node first (see the SQLite schema for why).
 CREATE TABLE holdings (
+    node BIGINT NOT NULL,             -- nodes.num
     chunk BYTEA NOT NULL,
-    node_id TEXT NOT NULL,
-    PRIMARY KEY (chunk, node_id)
+    PRIMARY KEY (node, chunk)
 );
-CREATE INDEX holdings_node ON holdings(node_id);
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL

@@ -13,6 +13,7 @@ CREATE TABLE api_tokens (
 );
 CREATE TABLE nodes (
     id TEXT PRIMARY KEY,              -- NodeId, 32 hex digits
+    num BIGINT NOT NULL UNIQUE,       -- small number for the holdings table
     secret BLOB NOT NULL,             -- enrollment secret: MQTT password and MAC key root
     name TEXT,
     state TEXT NOT NULL,              -- enrolled | online | offline
@@ -50,12 +51,14 @@ CREATE TABLE file_chunks (
     PRIMARY KEY (file_id, idx)
 );
 CREATE INDEX file_chunks_chunk ON file_chunks(chunk);
+-- Node first: a `have` delta's rows all land in its node's key range, which makes ingest
+-- several times faster than a chunk-first key with a node index. Lookups by chunk probe
+-- each node's range (`node IN (SELECT num FROM nodes) AND chunk = ...`): fleets are small.
 CREATE TABLE holdings (
+    node BIGINT NOT NULL,             -- nodes.num
     chunk BLOB NOT NULL,
-    node_id TEXT NOT NULL,
-    PRIMARY KEY (chunk, node_id)
-);
-CREATE INDEX holdings_node ON holdings(node_id);
+    PRIMARY KEY (node, chunk)
+) WITHOUT ROWID;
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
