@@ -14,6 +14,11 @@ test:
 bench size_mib="1024" runs="3":
     bench/data-plane.sh {{size_mib}} {{runs}}
 
+# Announce-path benchmark: have deltas through the broker into SQLite and PostgreSQL.
+bench-ingest changes="1000000" nodes="8":
+    cargo build --release --bins
+    target/release/bench-ingest {{changes}} {{nodes}} both
+
 # The no_std protocol core for a Cortex-M class board.
 nostd:
     rustup target add thumbv7em-none-eabihf
