@@ -174,21 +174,7 @@ enum Command {
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: u64 = num.parse().map_err(|_| format!("not a size: {s:?}"))?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        other => return Err(format!("unknown unit {other:?}")),
-    };
-    Ok(num * mult)
+    trove_common::units::parse_bytes(s).map_err(|e| e.to_string())
 }
 
 fn main() -> std::process::ExitCode {

@@ -25,6 +25,7 @@ pub mod id;
 pub mod limits;
 pub mod manifest;
 pub mod schedule;
+pub mod units;
 pub mod wire;
 
 #[cfg(feature = "tokio")]

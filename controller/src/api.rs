@@ -18,10 +18,10 @@ use trove_common::api::{
     RepairView, ShareRequest, ShareResponse, Upload,
 };
 use trove_common::control::{JoinToken, NodeSecret};
-use trove_common::{FileId, Manifest, NodeId, hex};
+use trove_common::{ChunkId, FileId, Manifest, NodeId, hex};
 
 use crate::app::{App, now_s};
-use crate::db::Counted;
+use crate::db::{Counted, FileRow, NodeRow};
 use crate::metrics::Gauges;
 use crate::plan;
 use crate::repair::node_facts;
@@ -225,11 +225,13 @@ async fn share(
     }
     let mut missing = Vec::new();
     let mut avoid = Vec::new();
-    for (idx, chunk) in manifest.chunks().enumerate() {
+    let all: Vec<ChunkId> = manifest.chunks().collect();
+    let mut held = app.db.holdings_of_chunks(&all).await?;
+    for (idx, chunk) in all.into_iter().enumerate() {
         // A copy about to be deleted (the file was just removed) does not count, and its node
         // must not be the one the chunk goes to: the delete could land after the upload.
         let doomed = app.pending_deletes(&chunk);
-        let holders = app.db.holders_of(&chunk).await?;
+        let holders = held.remove(&chunk).unwrap_or_default();
         if !holders.iter().any(|h| online.contains(h) && !doomed.contains(h)) {
             missing.push((idx, chunk));
             avoid.push(doomed);
@@ -270,35 +272,42 @@ async fn share(
     }))
 }
 
-async fn file(
-    State(app): State<Arc<App>>,
-    _caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<FileView>, ApiError> {
-    let id = parse_file_id(&id)?;
+/// A file, the fleet, and who holds each of its chunks (in chunk order), in a few queries.
+async fn file_with_holders(app: &App, id: &str) -> Result<(FileId, FileRow, Vec<NodeRow>, Vec<Vec<NodeId>>), ApiError> {
+    let id = parse_file_id(id)?;
     let f = app
         .db
         .file(&id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no file {id}")))?;
-    let nodes = app.db.nodes().await?;
+    let chunks: Vec<ChunkId> = f.manifest.chunks().collect();
+    // Chunk IDs carry their offset, so no chunk appears twice in one file.
+    let mut held = app.db.holdings_of_chunks(&chunks).await?;
+    let holders = chunks.iter().map(|c| held.remove(c).unwrap_or_default()).collect();
+    Ok((id, f, app.db.nodes().await?, holders))
+}
+
+async fn file(
+    State(app): State<Arc<App>>,
+    _caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<FileView>, ApiError> {
+    let (id, f, nodes, holders) = file_with_holders(&app, &id).await?;
     let online: HashMap<NodeId, String> = nodes
         .into_iter()
         .filter(|n| n.state == "online")
         .filter_map(|n| Some((n.id, n.data_addr?)))
         .collect();
-    let mut holders = Vec::with_capacity(f.manifest.n_chunks());
-    for chunk in f.manifest.chunks() {
-        let h = app.db.holders_of(&chunk).await?;
-        holders.push(h.iter().filter_map(|n| online.get(n).cloned()).collect());
-    }
     Ok(Json(FileView {
         file_id: id.to_string(),
         name: f.name,
         size: f.manifest.size(),
         chunk_bytes: f.manifest.chunk_bytes(),
         manifest: hex::encode(&f.manifest.encode()),
-        holders,
+        holders: holders
+            .iter()
+            .map(|h| h.iter().filter_map(|n| online.get(n).cloned()).collect())
+            .collect(),
     }))
 }
 
@@ -307,30 +316,20 @@ async fn file_status(
     _caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<FileStatus>, ApiError> {
-    let id = parse_file_id(&id)?;
-    let f = app
-        .db
-        .file(&id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no file {id}")))?;
-    let online: HashSet<NodeId> = app
-        .db
-        .nodes()
-        .await?
+    let (id, f, nodes, holders) = file_with_holders(&app, &id).await?;
+    let online: HashSet<NodeId> = nodes.iter().filter(|n| n.state == "online").map(|n| n.id).collect();
+    let chunks: Vec<ChunkStatus> = holders
         .into_iter()
-        .filter(|n| n.state == "online")
-        .map(|n| n.id)
+        .enumerate()
+        .map(|(idx, h)| {
+            let (on, off): (Vec<NodeId>, Vec<NodeId>) = h.into_iter().partition(|n| online.contains(n));
+            ChunkStatus {
+                chunk_idx: idx as u64,
+                online: on.iter().map(|n| n.to_string()).collect(),
+                offline: off.iter().map(|n| n.to_string()).collect(),
+            }
+        })
         .collect();
-    let mut chunks = Vec::with_capacity(f.manifest.n_chunks());
-    for (idx, chunk) in f.manifest.chunks().enumerate() {
-        let holders = app.db.holders_of(&chunk).await?;
-        let (on, off): (Vec<NodeId>, Vec<NodeId>) = holders.into_iter().partition(|h| online.contains(h));
-        chunks.push(ChunkStatus {
-            chunk_idx: idx as u64,
-            online: on.iter().map(|n| n.to_string()).collect(),
-            offline: off.iter().map(|n| n.to_string()).collect(),
-        });
-    }
     let at_target = chunks
         .iter()
         .filter(|c| c.online.len() >= REPLICAS_TARGET as usize)

@@ -358,16 +358,8 @@ impl Db {
         let rows = sqlx::query("SELECT h.chunk, n.id FROM holdings h JOIN nodes n ON n.num = h.node")
             .fetch_all(&self.pool)
             .await?;
-        let mut out: HashMap<ChunkId, Vec<NodeId>> = HashMap::new();
-        for r in rows {
-            let (Some(c), Ok(n)) = (
-                ChunkId::from_key_bytes(&r.get::<Vec<u8>, _>(0)),
-                r.get::<String, _>(1).parse(),
-            ) else {
-                continue;
-            };
-            out.entry(c).or_default().push(n);
-        }
+        let mut out = HashMap::new();
+        add_holding_rows(&rows, &mut out);
         Ok(out)
     }
 
@@ -391,15 +383,7 @@ impl Db {
             for c in batch {
                 q = q.bind(c.key_bytes().to_vec());
             }
-            for r in q.fetch_all(&self.pool).await? {
-                let (Some(c), Ok(n)) = (
-                    ChunkId::from_key_bytes(&r.get::<Vec<u8>, _>(0)),
-                    r.get::<String, _>(1).parse(),
-                ) else {
-                    continue;
-                };
-                out.entry(c).or_default().push(n);
-            }
+            add_holding_rows(&q.fetch_all(&self.pool).await?, &mut out);
         }
         Ok(out)
     }
@@ -424,17 +408,6 @@ impl Db {
             );
         }
         Ok(out)
-    }
-
-    pub async fn holders_of(&self, chunk: &ChunkId) -> anyhow::Result<Vec<NodeId>> {
-        let rows: Vec<String> = sqlx::query_scalar(
-            "SELECT n.id FROM holdings h JOIN nodes n ON n.num = h.node \
-             WHERE h.node IN (SELECT num FROM nodes) AND h.chunk = $1",
-        )
-        .bind(chunk.key_bytes().to_vec())
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().filter_map(|s| s.parse().ok()).collect())
     }
 
     // ---- files ----
@@ -547,6 +520,20 @@ impl Db {
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
         }
+    }
+}
+
+/// Collects `(chunk key, node id)` rows; rows that do not parse (cannot happen for rows this
+/// module wrote) are skipped.
+fn add_holding_rows(rows: &[AnyRow], out: &mut HashMap<ChunkId, Vec<NodeId>>) {
+    for r in rows {
+        let (Some(c), Ok(n)) = (
+            ChunkId::from_key_bytes(&r.get::<Vec<u8>, _>(0)),
+            r.get::<String, _>(1).parse(),
+        ) else {
+            continue;
+        };
+        out.entry(c).or_default().push(n);
     }
 }
 

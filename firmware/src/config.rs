@@ -51,28 +51,9 @@ fn de_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     parse_size(&s).map_err(serde::de::Error::custom)
 }
 
-/// Parses "1048576", "512KiB", "10 GB", "1.5GiB".
+/// Parses "1048576", "512KiB", "10 GB", "1.5GiB" (see `trove_common::units`).
 pub fn parse_size(s: &str) -> anyhow::Result<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let num: f64 = num.parse().with_context(|| format!("not a size: {s:?}"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" => 1000,
-        "kib" => 1 << 10,
-        "m" | "mb" => 1_000_000,
-        "mib" => 1 << 20,
-        "g" | "gb" => 1_000_000_000,
-        "gib" => 1 << 30,
-        "t" | "tb" => 1_000_000_000_000,
-        "tib" => 1 << 40,
-        other => bail!("unknown size unit {other:?} in {s:?}"),
-    };
-    if !(num.is_finite() && num >= 0.0) {
-        bail!("not a size: {s:?}");
-    }
-    Ok((num * mult as f64) as u64)
+    Ok(trove_common::units::parse_bytes(s)?)
 }
 
 /// What troved runs with, after merging file, flags and defaults.
@@ -159,16 +140,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("1048576").unwrap(), 1 << 20);
-        assert_eq!(parse_size("512KiB").unwrap(), 512 << 10);
-        assert_eq!(parse_size("10 GB").unwrap(), 10_000_000_000);
-        assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
-        assert!(parse_size("12 parsecs").is_err());
-        assert!(parse_size("").is_err());
-    }
 
     #[test]
     fn flags_override_file() {
