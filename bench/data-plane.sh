@@ -23,6 +23,7 @@ cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   [ -f "$WORK/nginx/nginx.pid" ] && kill "$(cat "$WORK/nginx/nginx.pid" 2>/dev/null)" 2>/dev/null || true
   rm -rf "$WORK"
+  case ${OUT_DIR:-} in /dev/shm/trove-bench.*) rm -rf "$OUT_DIR";; esac
 }
 trap cleanup EXIT
 
@@ -86,17 +87,28 @@ NGINX_PIDS=$(pgrep -f "nginx: worker process" | tr '\n' ' ')
 # Warm the page cache for both servers (same file content, different copies on disk).
 cat "$WORK/www/file" "$WORK"/node*/chunks/*/* >/dev/null
 
-OUT="$WORK/out"
+# Downloads land in tmpfs when there is room, so that every tool is measured on the network and
+# verification path rather than on this machine's disk writeback (which varies 3x run to run
+# here). BENCH_OUT_DIR=some/dir overrides.
+OUT_DIR=${BENCH_OUT_DIR:-}
+if [ -z "$OUT_DIR" ] && [ -d /dev/shm ] && [ "$(df --output=avail -B1 /dev/shm | tail -1)" -gt $((3 * BYTES)) ]; then
+  OUT_DIR=$(mktemp -d /dev/shm/trove-bench.XXXXXX)
+fi
+OUT_DIR=${OUT_DIR:-$WORK}
+OUT="$OUT_DIR/out"
+echo "== downloads go to $OUT_DIR"
 run_trove() { rm -f "$OUT" "$OUT.trove-part" "$OUT.trove-state"; "$BIN/trove" fetch "$WORK/manifest" "${NODES[@]}" -o "$OUT" --no-progress >/dev/null 2>&1; }
 run_curl() { rm -f "$OUT"; curl -sf -o "$OUT" "http://127.0.0.1:$P1/file"; }
 run_aria2() { rm -f "$OUT"; aria2c -q -x3 -s3 -k1M --file-allocation=none --allow-overwrite=true --auto-file-renaming=false \
-  -d "$WORK" -o out "http://127.0.0.1:$P1/file" "http://127.0.0.1:$P2/file" "http://127.0.0.1:$P3/file"; }
+  -d "$OUT_DIR" -o out "http://127.0.0.1:$P1/file" "http://127.0.0.1:$P2/file" "http://127.0.0.1:$P3/file"; }
 
-declare -A RATE CPU
-for name in trove curl aria2; do
-  rates=(); cpus=()
-  for _ in $(seq "$RUNS"); do
+# Rounds interleave the tools, and each timed run starts after a sync, so drifting machine
+# load and the writeback of the previous download fall on every tool alike.
+declare -A RATES CPUS RATE CPU
+for _ in $(seq "$RUNS"); do
+  for name in trove curl aria2; do
     case $name in trove) servers="${TROVED_PIDS[*]}";; *) servers=$NGINX_PIDS;; esac
+    rm -f "$OUT" "$OUT.trove-part" "$OUT.trove-state"; sync
     # shellcheck disable=SC2086
     before=$(ticks_of $servers); t0=$(now)
     "run_$name"
@@ -104,11 +116,13 @@ for name in trove curl aria2; do
     # shellcheck disable=SC2086
     after=$(ticks_of $servers)
     [ "$(stat -c %s "$OUT")" = "$BYTES" ] || { echo "bench: $name wrote a wrong-sized file" >&2; exit 1; }
-    rates+=("$(echo "$BYTES / ($t1 - $t0) / 1000000" | bc -l)")
-    cpus+=("$(echo "($after - $before) / $TICKS / ($BYTES / 1073741824)" | bc -l)")
+    RATES[$name]+="$(echo "$BYTES / ($t1 - $t0) / 1000000" | bc -l) "
+    CPUS[$name]+="$(echo "($after - $before) / $TICKS / ($BYTES / 1073741824)" | bc -l) "
   done
-  RATE[$name]=$(printf '%s\n' "${rates[@]}" | median)
-  CPU[$name]=$(printf '%s\n' "${cpus[@]}" | median)
+done
+for name in trove curl aria2; do
+  RATE[$name]=$(printf '%s\n' ${RATES[$name]} | median)
+  CPU[$name]=$(printf '%s\n' ${CPUS[$name]} | median)
 done
 cmp -s "$OUT" "$WORK/www/file" || { echo "bench: last download differs from the source" >&2; exit 1; }
 
