@@ -647,6 +647,15 @@ mod tests {
     }
 
     #[test]
+    fn non_minimal_varints_decode_to_the_same_message() {
+        // Pins what the wire_request fuzzer found: postcard accepts `99 00` for 25, so a
+        // message can arrive in more than one encoding. Harmless (nothing signs wire bytes;
+        // grants sign fixed-width fields), but it means re-encoding is not byte-identical.
+        assert_eq!(decode_request(&[0x04, 0x99, 0x00]), Ok(Request::Stats { req: 25 }));
+        assert_eq!(decode_request(&[0x04, 0x19]), Ok(Request::Stats { req: 25 }));
+    }
+
+    #[test]
     fn split_waits_for_whole_frames() {
         let mut out = Vec::new();
         encode_request(
