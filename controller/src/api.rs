@@ -389,19 +389,13 @@ fn repair_view(app: &App) -> RepairView {
 
 async fn metrics(State(app): State<Arc<App>>) -> Result<Response, ApiError> {
     let nodes = app.db.nodes().await?;
-    let r = repair_view(&app);
     let g = Gauges {
         nodes_online: nodes.iter().filter(|n| n.state == "online").count() as u64,
         nodes_offline: nodes.iter().filter(|n| n.state == "offline").count() as u64,
         files: app.db.count(Counted::Files).await? as u64,
         chunks: app.db.count(Counted::Chunks).await? as u64,
         holdings: app.db.count(Counted::Holdings).await? as u64,
-        under_replicated: r.under_replicated,
-        over_replicated: r.over_replicated,
-        unavailable: r.unavailable,
-        orders_in_flight: r.orders_in_flight,
-        orders_done: r.orders_done,
-        orders_failed: r.orders_failed,
+        repair: repair_view(&app),
     };
     Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

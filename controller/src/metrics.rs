@@ -1,7 +1,9 @@
 //! Counters for Prometheus (`GET /metrics`, text exposition format 0.0.4).
 
 use std::fmt::Write;
+
 use std::sync::atomic::{AtomicU64, Ordering};
+use trove_common::api::RepairView;
 
 #[derive(Default)]
 pub struct Metrics {
@@ -21,12 +23,8 @@ pub struct Gauges {
     pub files: u64,
     pub chunks: u64,
     pub holdings: u64,
-    pub under_replicated: u64,
-    pub over_replicated: u64,
-    pub unavailable: u64,
-    pub orders_in_flight: u64,
-    pub orders_done: u64,
-    pub orders_failed: u64,
+    /// The repair counters, as the API shows them.
+    pub repair: RepairView,
 }
 
 impl Metrics {
@@ -92,37 +90,37 @@ impl Metrics {
             "trove_chunks_under_replicated",
             "gauge",
             "Chunks below the replica target.",
-            g.under_replicated,
+            g.repair.under_replicated,
         );
         line(
             "trove_chunks_over_replicated",
             "gauge",
             "Chunks above the replica target.",
-            g.over_replicated,
+            g.repair.over_replicated,
         );
         line(
             "trove_chunks_unavailable",
             "gauge",
             "Chunks with no online holder.",
-            g.unavailable,
+            g.repair.unavailable,
         );
         line(
             "trove_repair_orders_in_flight",
             "gauge",
             "Repair orders not yet answered.",
-            g.orders_in_flight,
+            g.repair.orders_in_flight,
         );
         line(
             "trove_repair_orders_done_total",
             "counter",
             "Repair orders carried out.",
-            g.orders_done,
+            g.repair.orders_done,
         );
         line(
             "trove_repair_orders_failed_total",
             "counter",
             "Repair orders that failed.",
-            g.orders_failed,
+            g.repair.orders_failed,
         );
         out
     }
