@@ -29,6 +29,28 @@ pub struct FileConfig {
     pub advertise: Option<SocketAddr>,
     /// The board profile name reported to the controller (see hardware/).
     pub board: Option<String>,
+    /// Where a provisioned SD card's first-boot files are (see `firstboot.rs`); "" for
+    /// nowhere.
+    pub firstboot: Option<PathBuf>,
+}
+
+impl FileConfig {
+    /// Each setting from `self`, or else from `lower`.
+    pub fn or(self, lower: FileConfig) -> FileConfig {
+        FileConfig {
+            listen: self.listen.or(lower.listen),
+            data: self.data.or(lower.data),
+            capacity: self.capacity.or(lower.capacity),
+            trusted_key: self.trusted_key.or(lower.trusted_key),
+            disk_reserve: self.disk_reserve.or(lower.disk_reserve),
+            scrub_bytes_per_sec: self.scrub_bytes_per_sec.or(lower.scrub_bytes_per_sec),
+            scrub_pause_secs: self.scrub_pause_secs.or(lower.scrub_pause_secs),
+            join: self.join.or(lower.join),
+            advertise: self.advertise.or(lower.advertise),
+            board: self.board.or(lower.board),
+            firstboot: self.firstboot.or(lower.firstboot),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]

@@ -11,8 +11,10 @@
 mod agent;
 mod agent_state;
 mod config;
+mod firstboot;
 mod identity;
 mod limits;
+mod notify;
 mod scrub;
 mod server;
 mod store;
@@ -67,6 +69,15 @@ struct Args {
     /// Board profile name reported to the controller (default: generic).
     #[arg(long)]
     board: Option<String>,
+    /// Directory of a provisioned SD card's first-boot files (`trove-controller enroll
+    /// --boot`), adopted once into the data directory (default /boot/firmware/trove;
+    /// "" for none).
+    #[arg(long)]
+    firstboot: Option<PathBuf>,
+    /// Adopt the first-boot files, then exit (the systemd unit runs this as root, which
+    /// the boot partition needs, before troved proper starts as its own user).
+    #[arg(long)]
+    firstboot_only: bool,
 }
 
 fn parse_size_arg(s: &str) -> Result<u64, String> {
@@ -74,12 +85,17 @@ fn parse_size_arg(s: &str) -> Result<u64, String> {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_target(false)
         // journald and log files want plain text; colour only for a person at a terminal.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    // journald stamps each line itself: a second timestamp only makes `journalctl` wider.
+    if notify::stdout_is_journal() {
+        logs.without_time().init();
+    } else {
+        logs.init();
+    }
     let args = Args::parse();
     let file = match &args.config {
         Some(path) => config::load_file(path)?,
@@ -96,20 +112,52 @@ fn main() -> anyhow::Result<()> {
         join: args.join,
         advertise: args.advertise,
         board: args.board,
+        firstboot: args.firstboot,
     };
-    let config = Config::merge(file, flags)?;
+    // The first-boot files are looked for once the data directory is known, and their
+    // settings sit under the config file and flags.
+    let firstboot_dir = flags
+        .firstboot
+        .clone()
+        .or_else(|| file.firstboot.clone())
+        .unwrap_or_else(|| firstboot::DEFAULT_DIR.into());
+    let data = flags.data.clone().or_else(|| file.data.clone());
+    let adopted = match &data {
+        Some(data) if !firstboot_dir.as_os_str().is_empty() => firstboot::adopt(&firstboot_dir, data)?,
+        _ => None,
+    };
+    let provisioned = match &data {
+        Some(data) => firstboot::load_provisioned(data)?,
+        None => FileConfig::default(),
+    };
+    let mut config = Config::merge(file.or(provisioned), flags)?;
+    if let Some(adopted) = &adopted {
+        // Newer than any token in the config file: it was just provisioned.
+        config.join = Some(adopted.token.clone());
+    }
+    if args.firstboot_only {
+        if let Some(adopted) = adopted {
+            identity::resolve(&config.data, config.join.clone(), config.trusted_key)?;
+            adopted.finish()?;
+        }
+        return firstboot::hand_over(&config.data);
+    }
     // A Pi has few cores; two workers keep a disk read and a network write going at once.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(8)
         .enable_all()
         .build()?;
-    rt.block_on(run(config))
+    rt.block_on(run(config, adopted))
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, adopted: Option<firstboot::Adopted>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data).with_context(|| format!("creating {}", config.data.display()))?;
     let identity = identity::resolve(&config.data, config.join.clone(), config.trusted_key)?;
+    if let Some(adopted) = adopted {
+        adopted.finish()?;
+    }
+    let notifier = notify::Notifier::from_env().context("NOTIFY_SOCKET")?.map(Arc::new);
     let node_id = identity.node_id;
     let (store, report) = store::Store::open(&config.data, config.capacity_bytes, config.disk_reserve_bytes)
         .with_context(|| format!("opening the chunk store in {}", config.data.display()))?;
@@ -158,10 +206,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
             None
         }
     };
+    if let Some(notifier) = &notifier {
+        notifier.ready(&format!("serving {} chunks on {local}", report.chunks));
+        if let Some(period) = notify::watchdog_period() {
+            // Read-only on purpose: a write every few seconds would wear an SD card.
+            let chunks = config.data.join("chunks");
+            let probe = move || std::fs::read_dir(&chunks).map(drop);
+            tokio::spawn(notify::watchdog(notifier.clone(), period, probe));
+        }
+    }
     tokio::select! {
         r = server::serve(listener, node) => r.context("accept loop failed"),
         _ = shutdown_signal() => {
             info!("shutting down");
+            if let Some(notifier) = &notifier {
+                notifier.stopping();
+            }
             if let Some(agent) = agent {
                 agent.shutdown().await;
             }
