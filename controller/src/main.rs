@@ -12,6 +12,7 @@ mod ingest;
 mod local;
 mod metrics;
 mod plan;
+mod provision;
 mod repair;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -67,10 +68,18 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Print a join token for a new appliance (`troved --join TOKEN`), then exit.
+    /// Print a join token for a new appliance (`troved --join TOKEN`), then exit; or, with
+    /// --board and --boot, write it with the board's settings onto an SD card's boot
+    /// partition, for troved to pick up at its first start.
     Enroll {
         #[arg(long)]
         name: Option<String>,
+        /// Board profile (hardware/boards/): rpi2, rpi3, rpi3-32, rpi4, rpi5, rpizero2w.
+        #[arg(long, requires = "boot")]
+        board: Option<String>,
+        /// The mounted boot partition of a freshly flashed SD card (e.g. /media/$USER/bootfs).
+        #[arg(long, requires = "board")]
+        boot: Option<PathBuf>,
     },
 }
 
@@ -117,8 +126,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => {
             let listen = broker_listen(args.mqtt_listen, &remembered_mqtt_port(&db).await?)?;
-            db.set_meta("mqtt_port", &listen.port().to_string()).await?;
             if args.command.is_none() {
+                // Only the broker that really listens decides the port: `enroll` with
+                // default flags must not overwrite the port a running controller picked.
+                db.set_meta("mqtt_port", &listen.port().to_string()).await?;
                 broker::start(
                     listen,
                     db.clone(),
@@ -172,7 +183,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let app = Arc::new(App::new(db, key, client, broker_for_nodes, args.grace_secs, boot_id));
 
-    if let Some(Cmd::Enroll { name }) = &args.command {
+    if let Some(Cmd::Enroll { name, board, boot }) = &args.command {
+        // Before the enrollment: an unknown board must not leave a node nobody will join as.
+        let board = board.as_deref().map(provision::Board::named).transpose()?;
         let broker = app
             .db
             .meta("broker_for_nodes")
@@ -186,7 +199,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
             0,
             0,
         );
-        println!("{}", api::make_enrollment(&app, name.as_deref()).await?.token);
+        let enrollment = api::make_enrollment(&app, name.as_deref()).await?;
+        match (board, boot) {
+            (Some(board), Some(boot)) => {
+                let dir = provision::write_boot_files(boot, board, &enrollment.node_id, &enrollment.token)?;
+                // Not the token: it holds the node's secret, and it is on the card now.
+                println!(
+                    "node {} provisioned for a {} in {}",
+                    enrollment.node_id,
+                    board.name,
+                    dir.display()
+                );
+                println!(
+                    "copy troved built for {} (`just cross`) and hardware/install.sh onto the card too; see README",
+                    board.target()
+                );
+            }
+            _ => println!("{}", enrollment.token),
+        }
         return Ok(());
     }
 
