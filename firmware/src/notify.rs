@@ -115,15 +115,17 @@ where
 /// timestamps would only be noise there. Compared with stdout itself, because a child of a
 /// journald-logged shell inherits the variable without the stream.
 pub fn stdout_is_journal() -> bool {
-    let Some(value) = std::env::var_os("JOURNAL_STREAM") else {
+    std::env::var_os("JOURNAL_STREAM").is_some_and(|v| is_stream(&v, 1))
+}
+
+/// True when `fd` is the stream named by `journal_stream` (`DEVICE:INODE`).
+fn is_stream(journal_stream: &std::ffi::OsStr, fd: libc::c_int) -> bool {
+    let Some((dev, ino)) = journal_stream.to_str().and_then(|v| v.split_once(':')) else {
         return false;
     };
-    let Some((dev, ino)) = value.to_str().and_then(|v| v.split_once(':')) else {
-        return false;
-    };
-    // SAFETY: fstat only writes the struct we hand it; fd 1 may be closed, which it reports.
+    // SAFETY: fstat only writes the struct we hand it; a closed fd is reported, not UB.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(1, &mut st) } != 0 {
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return false;
     }
     dev.parse::<u64>().ok() == Some(st.st_dev as u64) && ino.parse::<u64>().ok() == Some(st.st_ino as u64)
@@ -153,6 +155,20 @@ mod tests {
         assert_eq!(&buf[..len], b"READY=1\nSTATUS=serving");
         let len = listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..len], b"STOPPING=1\nSTATUS=shutting down");
+    }
+
+    #[test]
+    fn the_journal_is_recognised_by_device_and_inode() {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::fs::MetadataExt;
+        let file = tempfile::tempfile().unwrap();
+        let m = file.metadata().unwrap();
+        let fd = file.as_raw_fd();
+        let named = |v: String| is_stream(std::ffi::OsStr::new(&v), fd);
+        assert!(named(format!("{}:{}", m.dev(), m.ino())));
+        assert!(!named(format!("{}:{}", m.dev(), m.ino() + 1)));
+        assert!(!named("garbage".into()));
+        assert!(!is_stream(std::ffi::OsStr::new("1:1"), -1));
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub const MIB: u64 = 1 << 20;
 // Binaries
 
 /// The directory holding `troved` and `trove`.
+/// The log filter for spawned Trove processes: `info`, or `TROVE_TEST_LOG` when set (say,
+/// `info,sqlx=debug` to time every statement).
+pub fn log_filter() -> String {
+    std::env::var("TROVE_TEST_LOG").unwrap_or_else(|_| "info".into())
+}
+
 pub fn bin_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("TROVE_BIN_DIR") {
         return PathBuf::from(dir);
@@ -176,9 +182,31 @@ pub struct NodeBuilder {
     join_token: Option<String>,
     capacity_bytes: u64,
     scrub_pause_secs: u64,
+    /// Another `troved` (a cross build), and the emulator that runs it (`qemu-aarch64-static`),
+    /// instead of this build's native binary.
+    program: Option<(Vec<std::ffi::OsString>, PathBuf)>,
+    extra_args: Vec<std::ffi::OsString>,
+    envs: Vec<(std::ffi::OsString, std::ffi::OsString)>,
 }
 
 impl NodeBuilder {
+    /// Runs `binary` instead of this build's `troved`, behind `runner` (the emulator and its
+    /// flags; empty to run it directly).
+    pub fn program<S: AsRef<OsStr>>(mut self, runner: &[S], binary: &Path) -> Self {
+        let runner = runner.iter().map(|a| a.as_ref().to_owned()).collect();
+        self.program = Some((runner, binary.to_owned()));
+        self
+    }
+    /// One more command-line argument for every start.
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.extra_args.push(arg.as_ref().to_owned());
+        self
+    }
+    /// An environment variable for every start.
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.envs.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
     /// Joins the controller that made `token` (instead of trusting a local test key).
     pub fn join(mut self, token: &str) -> Self {
         self.join_token = Some(token.to_owned());
@@ -235,6 +263,9 @@ impl Node {
             join_token: None,
             capacity_bytes: 1 << 30,
             scrub_pause_secs: 3600,
+            program: None,
+            extra_args: Vec::new(),
+            envs: Vec::new(),
         }
     }
 
@@ -246,6 +277,23 @@ impl Node {
             join_token: Some(token.to_owned()),
             capacity_bytes: 1 << 30,
             scrub_pause_secs: 3600,
+            program: None,
+            extra_args: Vec::new(),
+            envs: Vec::new(),
+        }
+    }
+
+    /// A node given neither a key nor a token: what it trusts and whom it joins must come
+    /// from elsewhere (first-boot files, see `--firstboot`); otherwise like [`Node::builder`].
+    pub fn unconfigured() -> NodeBuilder {
+        NodeBuilder {
+            trusted_key: None,
+            join_token: None,
+            capacity_bytes: 1 << 30,
+            scrub_pause_secs: 3600,
+            program: None,
+            extra_args: Vec::new(),
+            envs: Vec::new(),
         }
     }
 
@@ -266,7 +314,17 @@ impl Node {
             .append(true)
             .open(&self.log)
             .expect("opening the node log");
-        let mut cmd = Command::new(bin("troved"));
+        let mut cmd = match &self.config.program {
+            Some((runner, binary)) => match runner.split_first() {
+                Some((emulator, flags)) => {
+                    let mut cmd = Command::new(emulator);
+                    cmd.args(flags).arg(binary);
+                    cmd
+                }
+                None => Command::new(binary),
+            },
+            None => Command::new(bin("troved")),
+        };
         cmd.arg("--listen")
             .arg("127.0.0.1:0")
             .arg("--data")
@@ -280,7 +338,7 @@ impl Node {
             .arg("--scrub-pause-secs")
             .arg(self.config.scrub_pause_secs.to_string())
             .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_filter())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log);
@@ -291,7 +349,9 @@ impl Node {
         if let Some(token) = self.config.join_token.take() {
             cmd.arg("--join").arg(token);
         }
-        let child = cmd.spawn().expect("spawning troved");
+        cmd.args(&self.config.extra_args)
+            .envs(self.config.envs.iter().map(|(k, v)| (k, v)));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         self.child = Some(child);
         let addr = {
             let child = self.child.as_mut().expect("just set");
@@ -342,6 +402,17 @@ impl Node {
             let _ = child.wait();
         }
         self.addr = None;
+    }
+
+    /// SIGTERM, and waits for it to exit; returns how it exited.
+    pub fn terminate(&mut self, within: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("node is not running");
+        self.addr = None;
+        // SAFETY: signalling our own child, which has not been reaped (so the pid is its).
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        wait_for(within, "troved to exit after SIGTERM", || {
+            child.try_wait().expect("try_wait")
+        })
     }
 
     /// Starts it again on the same data directory (on a new port).
@@ -1160,7 +1231,7 @@ impl Controller {
         }
         cmd.args(&self.config.extra_args)
             .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", log_filter())
             .env("TROVE_BIN_DIR", bin_dir())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
