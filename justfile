@@ -19,6 +19,20 @@ bench-ingest changes="1000000" nodes="8":
     cargo build --release --bins
     target/release/bench-ingest {{changes}} {{nodes}} both
 
+# Static troved for the boards (aarch64 musl, armv7 glibc) with Debian's cross toolchains:
+# target/<triple>/appliance/troved. Needs gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf
+# libc6-dev-arm64-cross libc6-dev-armhf-cross (and qemu-user-static to run them here).
+cross:
+    rustup target add aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf
+    for t in aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf; do cargo --config hardware/cargo-cross.toml build --profile appliance -p trove-firmware --bin troved --target $t || exit 1; done
+    ls -l ${CARGO_TARGET_DIR:-target}/*/appliance/troved
+
+# Appliance footprint: binary size per target, troved's RSS idle with 100,000 chunks and
+# serving 3 clients (builds `just cross` first).
+bench-appliance chunks="100000":
+    just cross
+    bench/appliance.sh {{chunks}}
+
 # The no_std protocol core for a Cortex-M class board.
 nostd:
     rustup target add thumbv7em-none-eabihf
