@@ -148,16 +148,36 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, node: &Node) -> R
                 send_chunk(&mut writer, &mut scratch, node, req, chunk, range).await?;
                 None
             }
-            Request::Put { chunk, grant, .. } => Some(receive_put(&mut reader, node, req, chunk, grant).await?),
+            Request::Put { chunk, grant, .. } => {
+                if reader.buffer().len() < chunk.len() as usize {
+                    // The body must come from the peer: send what we owe first (see below).
+                    writer.flush().await?;
+                }
+                Some(receive_put(&mut reader, node, req, chunk, grant).await?)
+            }
             other => Some(answer(node, other).await),
         };
         if let Some(response) = response {
             net::write_response(&mut writer, &mut scratch, &response, &[]).await?;
         }
-        // Answer pipelined requests in batches: flush only when nothing more is waiting.
-        if reader.buffer().is_empty() {
+        // Answer pipelined requests in batches, but never wait for the peer while holding
+        // replies: a client may hold back the rest of its pipeline until it sees them (one
+        // that flushes only when its queue runs dry does), and then each would wait for the
+        // other until a timeout. So flush unless the next header is already here whole.
+        if !header_buffered(reader.buffer()) {
             writer.flush().await?;
         }
+    }
+}
+
+/// True when `buffered` starts with a whole frame header, so reading it cannot wait.
+fn header_buffered(buffered: &[u8]) -> bool {
+    match buffered.first_chunk::<{ wire::LEN_PREFIX_BYTES }>() {
+        Some(prefix) => {
+            let header_len = u32::from_le_bytes(*prefix) as usize;
+            buffered.len() - prefix.len() >= header_len
+        }
+        None => false,
     }
 }
 

@@ -420,3 +420,42 @@ fn troved_tells_systemd_it_is_ready_alive_and_stopping() {
     );
     wait_node(&c, &node, "offline", |v| v.state == "offline");
 }
+
+/// Pins a stall found by bench/appliance.sh while filling a store with small chunks: troved
+/// held its replies whenever part of the next request was buffered, while `trove put` holds
+/// back the rest of its pipeline until it sees replies. Each waited for the other until
+/// troved's body timeout closed the connection a minute later.
+#[test]
+fn pipelined_small_puts_do_not_stall_on_unflushed_replies() {
+    let key = TestKey::new("small-puts");
+    let node = Node::start(&key);
+    let dir = tempdir();
+    let file = dir.path().join("small.bin");
+    let n_chunks = 256;
+    let chunk_bytes = trove_common::limits::CHUNK_BYTES_MIN;
+    random_file(&file, n_chunks * u64::from(chunk_bytes), 9);
+    let mut put = Spawned::spawn(trove_command([
+        "put".as_ref(),
+        file.as_os_str(),
+        "--key".as_ref(),
+        key.secret_path().as_os_str(),
+        "--node".as_ref(),
+        node.addr_arg().as_ref(),
+        "--replicas".as_ref(),
+        "1".as_ref(),
+        "--chunk-bytes".as_ref(),
+        chunk_bytes.to_string().as_ref(),
+        "--manifest-out".as_ref(),
+        dir.path().join("small.manifest").as_os_str(),
+        "--no-progress".as_ref(),
+    ]));
+    // Well under troved's 60 s body timeout, which is what ended the stall.
+    let status = put.wait(Duration::from_secs(40), "trove put of small pipelined chunks");
+    assert!(
+        status.success(),
+        "trove put failed: {}\nnode log:\n{}",
+        put.stderr(),
+        tail(&node.log(), 20)
+    );
+    assert_eq!(node.chunk_files().len() as u64, n_chunks);
+}
