@@ -83,6 +83,12 @@ impl Manifest {
         })
     }
 
+    /// A manifest of these chunk hashes under the file ID they imply. Real manifests come from
+    /// bytes; this is for tools that fabricate fleets (benchmarks, simulations).
+    pub fn from_chunk_hashes(size: u64, chunk_bytes: u32, hashes: Vec<Hash32>) -> Result<Manifest, ManifestError> {
+        Manifest::new(FileId(root_of(&hashes)), size, chunk_bytes, hashes)
+    }
+
     /// The manifest of bytes already in memory.
     pub fn of_bytes(bytes: &[u8], chunk_bytes: u32) -> Result<Manifest, ManifestError> {
         let mut b = ManifestBuilder::new(chunk_bytes)?;
@@ -319,6 +325,18 @@ mod tests {
         }
         check(1 << 20, CHUNK_BYTES_DEFAULT, 1 << 20);
         check((1 << 20) + 1, CHUNK_BYTES_DEFAULT, 65536);
+    }
+
+    #[test]
+    fn chunk_hashes_imply_the_file_id() {
+        let bytes = data(3 * CHUNK_BYTES_MIN as usize + 5, 4);
+        let m = Manifest::of_bytes(&bytes, CHUNK_BYTES_MIN).unwrap();
+        let again = Manifest::from_chunk_hashes(m.size(), CHUNK_BYTES_MIN, m.hashes.clone()).unwrap();
+        assert_eq!(again, m);
+        assert!(
+            Manifest::from_chunk_hashes(m.size() + u64::from(CHUNK_BYTES_MIN), CHUNK_BYTES_MIN, m.hashes.clone())
+                .is_err()
+        );
     }
 
     #[test]

@@ -167,13 +167,7 @@ async fn enroll(
 
 async fn nodes(State(app): State<Arc<App>>, _caller: Caller) -> Result<Json<Vec<NodeView>>, ApiError> {
     let rows = app.db.nodes().await?;
-    let holdings = app.db.holdings().await?;
-    let mut per_node: HashMap<NodeId, i64> = HashMap::new();
-    for holders in holdings.values() {
-        for h in holders {
-            *per_node.entry(*h).or_default() += 1;
-        }
-    }
+    let per_node = app.db.chunks_per_node().await?;
     Ok(Json(
         rows.into_iter()
             .map(|n| NodeView {

@@ -1,6 +1,6 @@
 //! The controller's shared state and the few operations every part needs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -40,7 +40,7 @@ pub struct App {
 /// busy announce path costs repair only the chunks it touched.
 #[derive(Default)]
 pub struct Dirty {
-    pub chunks: std::collections::HashSet<ChunkId>,
+    pub chunks: HashSet<ChunkId>,
     pub all: bool,
     pub all_at: Option<i64>,
 }
@@ -57,12 +57,55 @@ pub struct InFlight {
 /// Orders sent and not yet seen through, and what became of the others.
 #[derive(Default)]
 pub struct RepairState {
-    pub in_flight: HashMap<(ChunkId, NodeId), InFlight>,
+    /// Ordered by chunk, so one chunk's orders are a range.
+    pub in_flight: BTreeMap<(ChunkId, NodeId), InFlight>,
+    /// Chunks that need work a pass had no room to order: later passes take them a slice at a
+    /// time, so a big repair costs each pass a bounded lookup instead of a full one.
+    pub backlog: Backlog,
     pub done: u64,
     pub failed: u64,
     pub under_replicated: u64,
     pub over_replicated: u64,
     pub unavailable: u64,
+}
+
+const BACKLOG_MAX: usize = 1 << 16;
+
+/// A queue of chunks without repeats, at most [`BACKLOG_MAX`] long.
+#[derive(Default)]
+pub struct Backlog {
+    queue: VecDeque<ChunkId>,
+    queued: HashSet<ChunkId>,
+}
+
+impl Backlog {
+    pub fn push(&mut self, chunk: ChunkId) {
+        // Past this, the next full pass finds the rest again: memory stays bounded.
+        if self.queue.len() >= BACKLOG_MAX {
+            return;
+        }
+        if self.queued.insert(chunk) {
+            self.queue.push_back(chunk);
+        }
+    }
+
+    pub fn take(&mut self, n: usize) -> Vec<ChunkId> {
+        let n = n.min(self.queue.len());
+        let out: Vec<ChunkId> = self.queue.drain(..n).collect();
+        for c in &out {
+            self.queued.remove(c);
+        }
+        out
+    }
+
+    pub fn clear(&mut self) {
+        self.queue.clear();
+        self.queued.clear();
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
 }
 
 pub fn now_s() -> i64 {
@@ -140,12 +183,12 @@ impl App {
 
     /// Nodes that have been told to delete `chunk` and may not have done it yet: their copy
     /// must not be counted on, nor chosen to receive the chunk again.
-    pub fn pending_deletes(&self, chunk: &ChunkId) -> std::collections::HashSet<NodeId> {
+    pub fn pending_deletes(&self, chunk: &ChunkId) -> HashSet<NodeId> {
         let repair = self.repair.lock().expect("repair lock");
         repair
             .in_flight
-            .iter()
-            .filter(|((c, _), o)| c == chunk && o.delete)
+            .range((*chunk, NodeId([0; 16]))..=(*chunk, NodeId([0xff; 16])))
+            .filter(|(_, o)| o.delete)
             .map(|((_, n), _)| *n)
             .collect()
     }

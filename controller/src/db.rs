@@ -6,24 +6,22 @@
 //! (`migrations/<backend>/`); values that `Any` cannot carry portably are stored as BIGINT
 //! (Unix seconds, flags) or BLOB/BYTEA (hashes, keys, manifests).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::Context;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
-use trove_common::{ChunkId, FileId, Manifest, NodeId};
+use trove_common::{ChunkId, FileId, Manifest, NodeId, hex};
 
 /// (version, name, SQL) per backend, applied in order, each once.
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(1, "fleet", include_str!("../migrations/sqlite/0001_fleet.sql"))];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
     &[(1, "fleet", include_str!("../migrations/postgres/0001_fleet.sql"))];
 
-/// Rows per multi-row INSERT when applying holdings: a whole `have` batch at once, well under
-/// SQLite's limit of 32766 bound variables.
-const HOLDINGS_ROWS_PER_STATEMENT: usize = trove_common::control::HAVE_BATCH_MAX;
-const _: () = assert!(HOLDINGS_ROWS_PER_STATEMENT < 32_000);
-/// Keys per `IN (...)` lookup.
-const KEYS_PER_LOOKUP: usize = 500;
+/// Rows (or keys) per multi-row statement: a whole `have` batch at once, with room for two
+/// values per row under SQLite's limit of 32766 bound variables.
+const ROWS_PER_STATEMENT: usize = trove_common::control::HAVE_BATCH_MAX;
+const _: () = assert!(2 * ROWS_PER_STATEMENT + 1 < 32_000);
 
 #[derive(Clone)]
 pub struct Db {
@@ -54,6 +52,44 @@ pub struct NodeRow {
     pub disk_free_bytes: i64,
     pub version: Option<String>,
     pub board: Option<String>,
+}
+
+/// A chunk as repair sees it.
+#[derive(Clone, Debug)]
+pub struct ChunkState {
+    pub id: i64,
+    pub chunk: ChunkId,
+    pub holders: Vec<NodeId>,
+    /// Some file names it.
+    pub referenced: bool,
+}
+
+/// Reads what [`Db::chunk_states_sql`] folded; holders no longer enrolled are left out.
+fn unfold_chunk_states(folded: &str, node_ids: &HashMap<i64, NodeId>) -> anyhow::Result<Vec<ChunkState>> {
+    let parse = |item: &str| -> Option<ChunkState> {
+        let mut f = item.split(':');
+        let id = f.next()?.parse().ok()?;
+        let chunk = ChunkId::from_key_bytes(&hex::decode_vec(f.next()?).ok()?)?;
+        let holders = f
+            .next()?
+            .split(',')
+            .filter_map(|n| node_ids.get(&n.parse().ok()?).copied())
+            .collect();
+        let referenced = f.next()? == "1";
+        Some(ChunkState {
+            id,
+            chunk,
+            holders,
+            referenced,
+        })
+    };
+    // Every item is written by us; one that does not parse means the schema and this code
+    // disagree, which must not pass silently.
+    folded
+        .split(';')
+        .filter(|i| !i.is_empty())
+        .map(|i| parse(i).with_context(|| format!("unreadable chunk state {i:?}")))
+        .collect()
 }
 
 pub struct FileRow {
@@ -314,13 +350,15 @@ impl Db {
         removed: &[ChunkId],
     ) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        insert_holdings(&mut tx, node.num, added).await?;
-        for c in removed {
-            sqlx::query("DELETE FROM holdings WHERE node = $1 AND chunk = $2")
-                .bind(node.num)
-                .bind(c.key_bytes().to_vec())
-                .execute(&mut *tx)
-                .await?;
+        add_holdings(&mut tx, self.backend, node.num, added).await?;
+        if !removed.is_empty() {
+            let ids: Vec<i64> = chunk_ids(&mut tx, self.backend, removed)
+                .await?
+                .into_iter()
+                .flatten()
+                .collect();
+            delete_holdings(&mut tx, self.backend, node.num, &ids).await?;
+            forget_unused_chunks(&mut tx, self.backend, &ids).await?;
         }
         sqlx::query("UPDATE nodes SET have_seq = $2, needs_inventory = CASE WHEN $3 = 1 THEN 1 ELSE needs_inventory END WHERE id = $1")
             .bind(node.id.to_string())
@@ -344,7 +382,7 @@ impl Db {
             .bind(num)
             .execute(&mut *tx)
             .await?;
-        insert_holdings(&mut tx, num, chunks).await?;
+        add_holdings(&mut tx, self.backend, num, chunks).await?;
         sqlx::query("UPDATE nodes SET needs_inventory = 0 WHERE id = $1")
             .bind(node)
             .execute(&mut *tx)
@@ -353,61 +391,106 @@ impl Db {
         Ok(())
     }
 
-    /// Every (chunk, holder) pair, and every chunk some file needs.
-    pub async fn holdings(&self) -> anyhow::Result<HashMap<ChunkId, Vec<NodeId>>> {
-        let rows = sqlx::query("SELECT h.chunk, n.id FROM holdings h JOIN nodes n ON n.num = h.node")
+    /// How many chunks each node holds.
+    pub async fn chunks_per_node(&self) -> anyhow::Result<HashMap<NodeId, i64>> {
+        let rows = sqlx::query("SELECT n.id, COUNT(*) FROM holdings h JOIN nodes n ON n.num = h.node GROUP BY n.id")
             .fetch_all(&self.pool)
             .await?;
-        let mut out = HashMap::new();
-        add_holding_rows(&rows, &mut out);
-        Ok(out)
-    }
-
-    pub async fn referenced_chunks(&self) -> anyhow::Result<Vec<ChunkId>> {
-        let rows: Vec<Vec<u8>> = sqlx::query_scalar("SELECT DISTINCT chunk FROM file_chunks")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().filter_map(|k| ChunkId::from_key_bytes(k)).collect())
+        Ok(rows
+            .iter()
+            .filter_map(|r| Some((r.get::<String, _>(0).parse().ok()?, r.get::<i64, _>(1))))
+            .collect())
     }
 
     /// Holders of just these chunks.
     pub async fn holdings_of_chunks(&self, chunks: &[ChunkId]) -> anyhow::Result<HashMap<ChunkId, Vec<NodeId>>> {
         let mut out: HashMap<ChunkId, Vec<NodeId>> = HashMap::new();
-        for batch in chunks.chunks(KEYS_PER_LOOKUP) {
+        for batch in chunks.chunks(ROWS_PER_STATEMENT) {
+            let prefixes = prefixes(batch);
             let sql = format!(
-                "SELECT h.chunk, n.id FROM holdings h JOIN nodes n ON n.num = h.node \
-                 WHERE h.node IN (SELECT num FROM nodes) AND h.chunk IN ({})",
-                placeholders(1, batch.len())
+                "SELECT c.key, n.id {} JOIN holdings h ON h.chunk = c.id JOIN nodes n ON n.num = h.node",
+                chunks_by_prefix(self.backend, prefixes.len())
             );
             let mut q = sqlx::query(&sql);
-            for c in batch {
-                q = q.bind(c.key_bytes().to_vec());
+            for p in prefixes {
+                q = q.bind(p);
             }
             add_holding_rows(&q.fetch_all(&self.pool).await?, &mut out);
+        }
+        if out.len() > chunks.len() {
+            // Others that share a hash prefix came along.
+            let wanted: HashSet<&ChunkId> = chunks.iter().collect();
+            out.retain(|c, _| wanted.contains(c));
         }
         Ok(out)
     }
 
-    /// Which of these chunks some file needs.
-    pub async fn referenced_among(&self, chunks: &[ChunkId]) -> anyhow::Result<Vec<ChunkId>> {
-        let mut out = Vec::new();
-        for batch in chunks.chunks(KEYS_PER_LOOKUP) {
-            let sql = format!(
-                "SELECT DISTINCT chunk FROM file_chunks WHERE chunk IN ({})",
-                placeholders(1, batch.len())
-            );
-            let mut q = sqlx::query_scalar::<_, Vec<u8>>(&sql);
-            for c in batch {
-                q = q.bind(c.key_bytes().to_vec());
+    /// What a repair pass must know of these chunks (those the controller has heard of).
+    pub async fn chunk_states(&self, chunks: &[ChunkId]) -> anyhow::Result<Vec<ChunkState>> {
+        let node_ids = self.node_ids_by_num().await?;
+        let mut out = Vec::with_capacity(chunks.len());
+        for batch in chunks.chunks(ROWS_PER_STATEMENT) {
+            let prefixes = prefixes(batch);
+            let sql = self.chunk_states_sql(&chunks_by_prefix(self.backend, prefixes.len()));
+            let mut q = sqlx::query_scalar::<_, Option<String>>(&sql);
+            for p in prefixes {
+                q = q.bind(p);
             }
+            let wanted: HashSet<&ChunkId> = batch.iter().collect();
+            let folded = q.fetch_one(&self.pool).await?.unwrap_or_default();
+            // Others that share a hash prefix come along: keep what was asked for.
             out.extend(
-                q.fetch_all(&self.pool)
-                    .await?
-                    .iter()
-                    .filter_map(|k| ChunkId::from_key_bytes(k)),
+                unfold_chunk_states(&folded, &node_ids)?
+                    .into_iter()
+                    .filter(|s| wanted.contains(&s.chunk)),
             );
         }
         Ok(out)
+    }
+
+    /// The states of up to `limit` chunks in ID order, from the first ID above `after`: a full
+    /// repair pass reads the fleet a page at a time.
+    pub async fn chunk_states_page(&self, after: i64, limit: usize) -> anyhow::Result<Vec<ChunkState>> {
+        let node_ids = self.node_ids_by_num().await?;
+        let page = format!(
+            "FROM (SELECT id, key FROM chunks WHERE id > {} ORDER BY id LIMIT {}) AS c",
+            self.backend.params(1, 1),
+            self.backend.params(2, 1)
+        );
+        let folded = sqlx::query_scalar::<_, Option<String>>(&self.chunk_states_sql(&page))
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_one(&self.pool)
+            .await?
+            .unwrap_or_default();
+        let mut states = unfold_chunk_states(&folded, &node_ids)?;
+        states.sort_unstable_by_key(|s| s.id);
+        Ok(states)
+    }
+
+    /// One row, one string, for all the chunks of `from` (which names them `c`):
+    /// `id:hexkey:holder nums:referenced` joined by `;`. Rows are what costs (each crosses from
+    /// SQLite's worker thread to ours on its own): a row per chunk made this three times
+    /// slower, and the most expensive statement of a busy ingest.
+    fn chunk_states_sql(&self, from: &str) -> String {
+        let hex_key = match self.backend {
+            Backend::Sqlite => "hex(c.key)",
+            Backend::Postgres => "encode(c.key, 'hex')",
+        };
+        format!(
+            "SELECT string_agg(CAST(c.id AS TEXT) || ':' || {hex_key} || ':' || \
+               COALESCE((SELECT string_agg(CAST(h.node AS TEXT), ',') FROM holdings h WHERE h.chunk = c.id), '') || ':' || \
+               CASE WHEN EXISTS (SELECT 1 FROM file_chunks fc WHERE fc.chunk = c.id) THEN '1' ELSE '0' END, ';') {from}"
+        )
+    }
+
+    async fn node_ids_by_num(&self) -> anyhow::Result<HashMap<i64, NodeId>> {
+        Ok(sqlx::query("SELECT num, id FROM nodes")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .filter_map(|r| Some((r.get::<i64, _>(0), r.get::<String, _>(1).parse().ok()?)))
+            .collect())
     }
 
     // ---- files ----
@@ -429,13 +512,20 @@ impl Db {
         .rows_affected()
             == 1;
         if inserted {
-            for (idx, c) in manifest.chunks().enumerate() {
-                sqlx::query("INSERT INTO file_chunks (file_id, idx, chunk) VALUES ($1, $2, $3)")
-                    .bind(id.clone())
-                    .bind(idx as i64)
-                    .bind(c.key_bytes().to_vec())
-                    .execute(&mut *tx)
-                    .await?;
+            // In file order: that order becomes the chunks' IDs, and appliances announce a
+            // file's chunks in about that order.
+            let chunks: Vec<ChunkId> = manifest.chunks().collect();
+            let ids = ensure_chunk_ids(&mut tx, self.backend, &chunks).await?;
+            for (first, batch) in (0..).step_by(ROWS_PER_STATEMENT).zip(ids.chunks(ROWS_PER_STATEMENT)) {
+                let sql = format!(
+                    "INSERT INTO file_chunks (file_id, idx, chunk) VALUES {}",
+                    self.backend.rows(batch.len(), 3)
+                );
+                let mut q = sqlx::query(&sql);
+                for (i, chunk) in batch.iter().enumerate() {
+                    q = q.bind(id.clone()).bind((first + i) as i64).bind(*chunk);
+                }
+                q.execute(&mut *tx).await?;
             }
         }
         sqlx::query("INSERT INTO shares (file_id, user_id, name, created_at) VALUES ($1, $2, $3, $4)")
@@ -491,10 +581,11 @@ impl Db {
             .await?;
         let mut file_removed = false;
         if left == 0 {
-            sqlx::query("DELETE FROM file_chunks WHERE file_id = $1")
+            let chunks: Vec<i64> = sqlx::query_scalar("DELETE FROM file_chunks WHERE file_id = $1 RETURNING chunk")
                 .bind(key.clone())
-                .execute(&mut *tx)
+                .fetch_all(&mut *tx)
                 .await?;
+            forget_unused_chunks(&mut tx, self.backend, &chunks).await?;
             file_removed = sqlx::query("DELETE FROM files WHERE id = $1")
                 .bind(key)
                 .execute(&mut *tx)
@@ -537,37 +628,201 @@ fn add_holding_rows(rows: &[AnyRow], out: &mut HashMap<ChunkId, Vec<NodeId>>) {
     }
 }
 
-/// `$first, $first+1, ...` for `n` values.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(",")
+impl Backend {
+    /// `n` comma-separated placeholders, numbered from `first` (PostgreSQL: `$first, ...`).
+    /// SQLite gets anonymous `?`, bound in order: sqlx asks SQLite the name of every parameter,
+    /// and SQLite finds a named one by a linear scan, so with `$n` a 2048-row statement costs
+    /// O(n²) in binding alone (it was a fifth of ingest time).
+    fn params(self, first: usize, n: usize) -> String {
+        let one = |i| match self {
+            Backend::Sqlite => "?".to_owned(),
+            Backend::Postgres => format!("${i}"),
+        };
+        (first..first + n).map(one).collect::<Vec<_>>().join(",")
+    }
+
+    /// `(..),(..)` for `rows` rows of `width` placeholders each, numbered from 1.
+    fn rows(self, rows: usize, width: usize) -> String {
+        self.rows_from(1, rows, width)
+    }
+
+    /// `(..),(..)` for `rows` rows of `width` placeholders each, numbered from `first`.
+    fn rows_from(self, first: usize, rows: usize, width: usize) -> String {
+        (0..rows)
+            .map(|r| format!("({})", self.params(first + r * width, width)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
-/// Inserts (chunk, node) rows, many per statement with the node bound once: this is the hot
-/// path of announce ingest.
-async fn insert_holdings(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+/// The first 8 bytes of a chunk's hash, as stored in `chunks.h`.
+fn hash_prefix(c: &ChunkId) -> i64 {
+    let h = c.hash().0;
+    i64::from_be_bytes([h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]])
+}
+
+/// `FROM (VALUES (..),..) AS v JOIN chunks c ON c.h = v.column1`: the chunks whose hash
+/// prefixes are bound next, `n` of them (see [`hash_prefix`]). Rows may include chunks that
+/// only share a prefix: callers select `c.key` and keep exact matches.
+fn chunks_by_prefix(backend: Backend, n: usize) -> String {
+    format!(
+        "FROM (VALUES {}) AS v JOIN chunks c ON c.h = v.column1",
+        backend.rows(n, 1)
+    )
+}
+
+/// The distinct hash prefixes of `chunks`, sorted (a repeat would repeat rows; order walks
+/// the index in order).
+fn prefixes(chunks: &[ChunkId]) -> Vec<i64> {
+    let mut p: Vec<i64> = chunks.iter().map(hash_prefix).collect();
+    p.sort_unstable();
+    p.dedup();
+    p
+}
+
+/// The IDs of these chunks, in order; `None` for chunks never heard of.
+async fn chunk_ids(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    chunks: &[ChunkId],
+) -> anyhow::Result<Vec<Option<i64>>> {
+    let mut known: HashMap<Vec<u8>, i64> = HashMap::with_capacity(chunks.len());
+    for batch in chunks.chunks(ROWS_PER_STATEMENT) {
+        let prefixes = prefixes(batch);
+        let sql = format!("SELECT c.key, c.id {}", chunks_by_prefix(backend, prefixes.len()));
+        let mut q = sqlx::query(&sql);
+        for p in prefixes {
+            q = q.bind(p);
+        }
+        for r in q.fetch_all(&mut *conn).await? {
+            known.insert(r.get(0), r.get(1));
+        }
+    }
+    Ok(chunks.iter().map(|c| known.get(&c.key_bytes()[..]).copied()).collect())
+}
+
+/// The IDs of these chunks, in order, giving new ones the next IDs in the order given.
+async fn ensure_chunk_ids(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    chunks: &[ChunkId],
+) -> anyhow::Result<Vec<i64>> {
+    let mut ids = chunk_ids(conn, backend, chunks).await?;
+    let new: Vec<&ChunkId> = chunks
+        .iter()
+        .zip(&ids)
+        .filter(|(_, id)| id.is_none())
+        .map(|(c, _)| c)
+        .collect();
+    if new.is_empty() {
+        return Ok(ids.into_iter().flatten().collect());
+    }
+    for batch in new.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "INSERT INTO chunks (h, key) VALUES {} ON CONFLICT DO NOTHING",
+            backend.rows(batch.len(), 2)
+        );
+        let mut q = sqlx::query(&sql);
+        for c in batch {
+            q = q.bind(hash_prefix(c)).bind(c.key_bytes().to_vec());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    let again = chunk_ids(conn, backend, &new.iter().map(|c| **c).collect::<Vec<_>>()).await?;
+    let mut again = again.into_iter();
+    for id in ids.iter_mut().filter(|id| id.is_none()) {
+        *id = again.next().flatten();
+    }
+    ids.into_iter()
+        .map(|id| id.context("a chunk just inserted has no ID"))
+        .collect()
+}
+
+/// Records that `node` holds `chunks`: the hot path of announce ingest. When every chunk is
+/// known (the usual case: a file names it), this is two statements that send back one row
+/// between them; rows cross from SQLite's worker thread one message each, so returning an ID
+/// per chunk used to cost more than the lookups themselves.
+async fn add_holdings(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
     node: i64,
     chunks: &[ChunkId],
 ) -> anyhow::Result<()> {
-    for batch in chunks.chunks(HOLDINGS_ROWS_PER_STATEMENT) {
-        let mut sql = String::with_capacity(64 + batch.len() * 8);
-        sql.push_str("INSERT INTO holdings (node, chunk) SELECT $1, v.column1 FROM (VALUES ");
-        sql.push_str(
-            &(2..batch.len() + 2)
-                .map(|i| format!("(${i})"))
-                .collect::<Vec<_>>()
-                .join(","),
-        );
-        // SQLite needs the WHERE to tell an upsert from a join constraint after a SELECT.
-        sql.push_str(") AS v WHERE true ON CONFLICT DO NOTHING");
-        let mut q = sqlx::query(&sql).bind(node);
-        for c in batch {
-            q = q.bind(c.key_bytes().to_vec());
+    for batch in chunks.chunks(ROWS_PER_STATEMENT) {
+        let pairs = |first| {
+            format!(
+                "(VALUES {}) AS v JOIN chunks c ON c.h = v.column1 AND c.key = v.column2",
+                backend.rows_from(first, batch.len(), 2)
+            )
+        };
+        let count = format!("SELECT COUNT(*) FROM {}", pairs(1));
+        let known: i64 = bind_prefix_key_pairs(sqlx::query(&count), batch)
+            .fetch_one(&mut *conn)
+            .await?
+            .get(0);
+        if known < batch.len() as i64 {
+            // Chunks no file names (yet): they get IDs too, so the holding is on record.
+            ensure_chunk_ids(conn, backend, batch).await?;
         }
-        q.execute(&mut **tx).await?;
+        // SQLite needs the WHERE to tell an upsert from a join constraint after a SELECT.
+        let insert = format!(
+            "INSERT INTO holdings (chunk, node) SELECT c.id, CAST({} AS BIGINT) FROM {} WHERE true \
+             ON CONFLICT DO NOTHING",
+            backend.params(1, 1),
+            pairs(2)
+        );
+        bind_prefix_key_pairs(sqlx::query(&insert).bind(node), batch)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// Binds (hash prefix, key) for each chunk.
+fn bind_prefix_key_pairs<'q>(mut q: AnyQuery<'q>, chunks: &[ChunkId]) -> AnyQuery<'q> {
+    for c in chunks {
+        q = q.bind(hash_prefix(c)).bind(c.key_bytes().to_vec());
+    }
+    q
+}
+
+async fn delete_holdings(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    node: i64,
+    ids: &[i64],
+) -> anyhow::Result<()> {
+    for batch in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "DELETE FROM holdings WHERE node = {} AND chunk IN ({})",
+            backend.params(1, 1),
+            backend.params(2, batch.len())
+        );
+        let mut q = sqlx::query(&sql).bind(node);
+        for id in batch {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Drops the ID rows of these chunks where no file names them and no node holds them.
+async fn forget_unused_chunks(conn: &mut sqlx::AnyConnection, backend: Backend, ids: &[i64]) -> anyhow::Result<()> {
+    for batch in ids.chunks(ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "DELETE FROM chunks WHERE id IN ({}) \
+             AND NOT EXISTS (SELECT 1 FROM file_chunks fc WHERE fc.chunk = chunks.id) \
+             AND NOT EXISTS (SELECT 1 FROM holdings h WHERE h.chunk = chunks.id)",
+            backend.params(1, batch.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in batch {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }

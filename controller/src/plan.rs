@@ -55,6 +55,8 @@ pub struct Fleet<'a> {
 #[derive(Debug, Default)]
 pub struct Plan {
     pub actions: Vec<Action>,
+    /// Chunks that need an action this pass had no room left for, in the order met.
+    pub deferred: Vec<ChunkId>,
     pub under_replicated: u64,
     pub over_replicated: u64,
     pub unavailable: u64,
@@ -68,6 +70,11 @@ pub fn plan(fleet: &Fleet<'_>, now: i64, grace_s: i64, actions_max: usize) -> Pl
     let target = REPLICAS_TARGET as usize;
     let empty = Vec::new();
     let mut rr = 0usize;
+    // Looked up per chunk: a scan of every order per chunk is quadratic in a big repair.
+    let mut under_way: HashMap<&ChunkId, Vec<NodeId>> = HashMap::new();
+    for (c, n) in fleet.in_flight {
+        under_way.entry(c).or_default().push(*n);
+    }
 
     for chunk in fleet.referenced {
         let holders = fleet.holdings.get(chunk).unwrap_or(&empty);
@@ -81,11 +88,8 @@ pub fn plan(fleet: &Fleet<'_>, now: i64, grace_s: i64, actions_max: usize) -> Pl
             .iter()
             .filter(|n| !n.online && now - n.offline_since < grace_s)
             .count();
-        let copying = fleet
-            .in_flight
-            .iter()
-            .filter(|(c, n)| c == chunk && !holders.contains(n))
-            .count();
+        let ordered = under_way.get(chunk).unwrap_or(&empty);
+        let copying = ordered.iter().filter(|n| !holders.contains(n)).count();
         let present = online.len() + in_grace + copying;
         if online.is_empty() {
             out.unavailable += 1;
@@ -94,6 +98,10 @@ pub fn plan(fleet: &Fleet<'_>, now: i64, grace_s: i64, actions_max: usize) -> Pl
             out.under_replicated += 1;
         }
         if present < target && !online.is_empty() {
+            if out.actions.len() >= actions_max {
+                out.deferred.push(*chunk);
+                continue;
+            }
             let mut candidates: Vec<&NodeFacts> = fleet
                 .nodes
                 .iter()
@@ -101,14 +109,16 @@ pub fn plan(fleet: &Fleet<'_>, now: i64, grace_s: i64, actions_max: usize) -> Pl
                     n.online
                         && n.data_addr.is_some()
                         && !holders.contains(&n.id)
-                        && !fleet.in_flight.contains(&(*chunk, n.id))
+                        && !ordered.contains(&n.id)
                         && free[&n.id] >= u64::from(chunk.len())
                 })
                 .collect();
             candidates.sort_by_key(|n| (std::cmp::Reverse(free[&n.id]), n.id));
             for to in candidates.into_iter().take(target - present) {
                 if out.actions.len() >= actions_max {
-                    return out;
+                    // The rest of this chunk's copies come in a later pass.
+                    out.deferred.push(*chunk);
+                    break;
                 }
                 let from = online[rr % online.len()];
                 rr += 1;
@@ -124,11 +134,12 @@ pub fn plan(fleet: &Fleet<'_>, now: i64, grace_s: i64, actions_max: usize) -> Pl
             let mut surplus = online.clone();
             surplus.sort_by_key(|n| (free[&n.id], n.id));
             for n in surplus.into_iter().take(online.len() - target) {
-                if fleet.in_flight.contains(&(*chunk, n.id)) {
+                if ordered.contains(&n.id) {
                     continue;
                 }
                 if out.actions.len() >= actions_max {
-                    return out;
+                    out.deferred.push(*chunk);
+                    break;
                 }
                 out.actions.push(Action::Delete {
                     chunk: *chunk,
@@ -143,13 +154,15 @@ pub fn plan(fleet: &Fleet<'_>, now: i64, grace_s: i64, actions_max: usize) -> Pl
         fleet.holdings.iter().filter(|(c, _)| !referenced.contains(c)).collect();
     orphans.sort_by_key(|(c, _)| **c);
     for (chunk, holders) in orphans {
+        let ordered = under_way.get(chunk).unwrap_or(&empty);
         for h in holders {
             let Some(n) = by_id.get(h) else { continue };
-            if !n.online || fleet.in_flight.contains(&(*chunk, *h)) {
+            if !n.online || ordered.contains(h) {
                 continue;
             }
             if out.actions.len() >= actions_max {
-                return out;
+                out.deferred.push(*chunk);
+                break;
             }
             out.actions.push(Action::Delete {
                 chunk: *chunk,
@@ -298,6 +311,28 @@ mod tests {
             }]
         );
         assert_eq!(p.unavailable, 1);
+    }
+
+    #[test]
+    fn work_over_the_cap_is_deferred_and_still_counted() {
+        let nodes: Vec<NodeFacts> = (1..=4).map(|i| node(i, true, 1 << 20)).collect();
+        let referenced: Vec<ChunkId> = (1..=5).map(chunk).collect();
+        let holdings: HashMap<ChunkId, Vec<NodeId>> = referenced.iter().map(|c| (*c, vec![NodeId([1; 16])])).collect();
+        let in_flight = HashSet::new();
+        let fleet = Fleet {
+            nodes: &nodes,
+            holdings: &holdings,
+            referenced: &referenced,
+            in_flight: &in_flight,
+        };
+        let p = plan(&fleet, 0, 60, 3);
+        // Two copies each: chunk 1 fits, chunk 2 gets one of its two, the rest wait.
+        assert_eq!(p.actions.len(), 3);
+        assert_eq!(p.deferred, referenced[1..].to_vec());
+        assert_eq!(
+            p.under_replicated, 5,
+            "counts cover every chunk, not just those acted on"
+        );
     }
 
     #[test]

@@ -3,18 +3,19 @@
 //! Both sleep until woken (by ingest or a state change) or a tick, so an idle fleet costs
 //! nothing, and both are rate limited per tick.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tracing::{info, warn};
-use trove_common::ChunkId;
 use trove_common::control::Order;
 use trove_common::limits::INVENTORY_PAGE_MAX;
 use trove_common::net;
+use trove_common::{ChunkId, NodeId};
 
 use crate::app::{App, InFlight, now_s};
+use crate::db::ChunkState;
 use crate::plan::{self, Action, NodeFacts};
 
 const REPAIR_TICK: Duration = Duration::from_millis(500);
@@ -24,6 +25,11 @@ const REPAIR_PASS_GAP: Duration = Duration::from_millis(250);
 const FULL_PASS_INTERVAL: Duration = Duration::from_secs(30);
 /// Orders sent per repair pass (a pass runs at most every tick or when woken).
 pub const REPAIR_ORDERS_PER_PASS: usize = 128;
+/// Backlogged chunks an incremental pass looks at: enough for a full pass's worth of orders
+/// (a chunk needs one or two).
+const BACKLOG_PER_PASS: usize = 4 * REPAIR_ORDERS_PER_PASS;
+/// Chunks per page of a full pass.
+const FULL_PASS_PAGE: usize = 4096;
 /// An order not seen through by then counts as failed, and may be given again.
 const ORDER_TIMEOUT_S: i64 = 60;
 const INVENTORY_TICK: Duration = Duration::from_secs(2);
@@ -71,82 +77,51 @@ async fn repair_pass(app: &App, last_full: &mut tokio::time::Instant) -> anyhow:
         let full = std::mem::take(&mut d.all) || due || last_full.elapsed() >= FULL_PASS_INTERVAL;
         (std::mem::take(&mut d.chunks), full)
     };
-    let (holdings, referenced) = if full {
+    let nodes = node_facts(&app.db.nodes().await?);
+    retire_expired_orders(app, now);
+    let mut pass = Pass {
+        budget: REPAIR_ORDERS_PER_PASS,
+        ..Pass::default()
+    };
+    if full {
         *last_full = tokio::time::Instant::now();
-        (app.db.holdings().await?, app.db.referenced_chunks().await?)
+        // A page at a time, so memory stays flat however big the fleet.
+        let mut after = 0;
+        loop {
+            let page = app.db.chunk_states_page(after, FULL_PASS_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            pass.plan(app, &nodes, &page, now);
+        }
     } else {
-        // Only what changed, plus what orders under way are waiting for.
+        // What changed (an order seen through shows as a change, in the node's next `have`)
+        // and a slice of the backlog.
         let mut keys = marked;
-        keys.extend(
-            app.repair
-                .lock()
-                .expect("repair lock")
-                .in_flight
-                .keys()
-                .map(|(c, _)| *c),
-        );
+        keys.extend(app.repair.lock().expect("repair lock").backlog.take(BACKLOG_PER_PASS));
         if keys.is_empty() {
             return Ok(());
         }
-        let keys: Vec<_> = keys.into_iter().collect();
-        (
-            app.db.holdings_of_chunks(&keys).await?,
-            app.db.referenced_among(&keys).await?,
-        )
-    };
-    let looked_at: Vec<ChunkId> = if full {
-        Vec::new()
-    } else {
-        holdings.keys().chain(&referenced).copied().collect()
-    };
-    let nodes = node_facts(&app.db.nodes().await?);
-    let in_flight: HashSet<_> = {
-        let mut repair = app.repair.lock().expect("repair lock");
-        // Orders whose effect is already visible are done; old ones have failed.
-        let before = repair.in_flight.len();
-        let mut seen_through = 0;
-        let mut timed_out = 0;
-        repair.in_flight.retain(|(chunk, node), order| {
-            let holds = holdings.get(chunk).is_some_and(|h| h.contains(node));
-            if holds != order.delete {
-                seen_through += 1;
-                false
-            } else if now - order.issued_at >= ORDER_TIMEOUT_S {
-                timed_out += 1;
-                false
-            } else {
-                true
-            }
-        });
-        debug_assert!(repair.in_flight.len() + seen_through + timed_out == before);
-        repair.done += seen_through as u64;
-        repair.failed += timed_out as u64;
-        repair.in_flight.keys().copied().collect()
-    };
-    let fleet = plan::Fleet {
-        nodes: &nodes,
-        holdings: &holdings,
-        referenced: &referenced,
-        in_flight: &in_flight,
-    };
-    let p = plan::plan(&fleet, now, app.grace_s, REPAIR_ORDERS_PER_PASS);
-    if full {
-        // The counts describe the whole fleet only after a full pass.
-        let mut repair = app.repair.lock().expect("repair lock");
-        repair.under_replicated = p.under_replicated;
-        repair.over_replicated = p.over_replicated;
-        repair.unavailable = p.unavailable;
+        let keys: Vec<ChunkId> = keys.into_iter().collect();
+        pass.plan(app, &nodes, &app.db.chunk_states(&keys).await?, now);
     }
-    if p.actions.len() >= REPAIR_ORDERS_PER_PASS {
-        // Capped: there is more to do than one pass may order; look at the same again.
-        let mut d = app.dirty.lock().expect("dirty lock");
+    {
+        let mut repair = app.repair.lock().expect("repair lock");
         if full {
-            d.all = true;
-        } else {
-            d.chunks.extend(looked_at);
+            // Counts describe the whole fleet only after a full pass, and its deferrals are
+            // the whole backlog.
+            repair.under_replicated = pass.counts.under_replicated;
+            repair.over_replicated = pass.counts.over_replicated;
+            repair.unavailable = pass.counts.unavailable;
+            repair.backlog.clear();
+        }
+        for chunk in pass.deferred {
+            repair.backlog.push(chunk);
+        }
+        if !repair.backlog.is_empty() {
+            app.wake_repair.notify_one();
         }
     }
-    for action in p.actions {
+    for action in pass.actions {
         let (node, chunk, order, delete) = match action {
             Action::Replicate { chunk, to, from_addr } => {
                 (to, chunk, Order::Replicate { chunk, from: from_addr }, false)
@@ -171,6 +146,79 @@ async fn repair_pass(app: &App, last_full: &mut tokio::time::Instant) -> anyhow:
         }
     }
     Ok(())
+}
+
+/// Orders not seen through in time have failed; their chunks are looked at again.
+fn retire_expired_orders(app: &App, now: i64) {
+    let mut expired = Vec::new();
+    app.repair
+        .lock()
+        .expect("repair lock")
+        .in_flight
+        .retain(|(chunk, _), order| {
+            let alive = now - order.issued_at < ORDER_TIMEOUT_S;
+            if !alive {
+                expired.push(*chunk);
+            }
+            alive
+        });
+    if !expired.is_empty() {
+        app.repair.lock().expect("repair lock").failed += expired.len() as u64;
+        app.dirty.lock().expect("dirty lock").chunks.extend(expired);
+    }
+}
+
+/// One repair pass's work, gathered over one or more batches of chunks.
+#[derive(Default)]
+struct Pass {
+    budget: usize,
+    actions: Vec<Action>,
+    deferred: Vec<ChunkId>,
+    counts: plan::Plan,
+}
+
+impl Pass {
+    /// Settles the orders these chunks' holdings show done, then plans for them within what is
+    /// left of the budget.
+    fn plan(&mut self, app: &App, nodes: &[NodeFacts], states: &[ChunkState], now: i64) {
+        let holdings: HashMap<ChunkId, Vec<NodeId>> = states
+            .iter()
+            .filter(|s| !s.holders.is_empty())
+            .map(|s| (s.chunk, s.holders.clone()))
+            .collect();
+        let referenced: Vec<ChunkId> = states.iter().filter(|s| s.referenced).map(|s| s.chunk).collect();
+        let in_flight: HashSet<(ChunkId, NodeId)> = {
+            let mut repair = app.repair.lock().expect("repair lock");
+            let mut seen_through = 0;
+            for s in states {
+                let orders = repair
+                    .in_flight
+                    .range((s.chunk, NodeId([0; 16]))..=(s.chunk, NodeId([0xff; 16])))
+                    .map(|(k, o)| (*k, o.delete))
+                    .collect::<Vec<_>>();
+                for ((chunk, node), delete) in orders {
+                    if s.holders.contains(&node) != delete {
+                        repair.in_flight.remove(&(chunk, node));
+                        seen_through += 1;
+                    }
+                }
+            }
+            repair.done += seen_through;
+            repair.in_flight.keys().copied().collect()
+        };
+        let fleet = plan::Fleet {
+            nodes,
+            holdings: &holdings,
+            referenced: &referenced,
+            in_flight: &in_flight,
+        };
+        let p = plan::plan(&fleet, now, app.grace_s, self.budget - self.actions.len());
+        self.counts.under_replicated += p.under_replicated;
+        self.counts.over_replicated += p.over_replicated;
+        self.counts.unavailable += p.unavailable;
+        self.actions.extend(p.actions);
+        self.deferred.extend(p.deferred);
+    }
 }
 
 /// Pulls the full inventory of every online node whose holdings are in doubt (first contact,
