@@ -1,39 +1,13 @@
-//! All SQL lives here: the only module of Trove that knows SQL.
-//!
-//! One [`sqlx::AnyPool`] serves SQLite (a file in the data directory, the default) and
-//! PostgreSQL (`--database-url postgres://...`) with one set of queries: `$n` placeholders,
-//! `ON CONFLICT DO NOTHING` and `RETURNING` work on both. Only the schema differs per backend
-//! (`migrations/<backend>/`); values that `Any` cannot carry portably are stored as BIGINT
-//! (Unix seconds, flags) or BLOB/BYTEA (hashes, keys, manifests).
+//! Nodes, chunk IDs, holdings, and what repair reads of them.
 
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Context;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Row};
-use trove_common::{ChunkId, FileId, Manifest, NodeId, hex};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+use trove_common::{ChunkId, NodeId, hex};
 
-/// (version, name, SQL) per backend, applied in order, each once.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(1, "fleet", include_str!("../migrations/sqlite/0001_fleet.sql"))];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "fleet", include_str!("../migrations/postgres/0001_fleet.sql"))];
-
-/// Rows (or keys) per multi-row statement: a whole `have` batch at once, with room for two
-/// values per row under SQLite's limit of 32766 bound variables.
-const ROWS_PER_STATEMENT: usize = trove_common::control::HAVE_BATCH_MAX;
-const _: () = assert!(2 * ROWS_PER_STATEMENT + 1 < 32_000);
-
-#[derive(Clone)]
-pub struct Db {
-    pool: AnyPool,
-    pub backend: Backend,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
+use super::{Backend, Db, ROWS_PER_STATEMENT, clamp_i64};
 
 /// A node as the fleet logic sees it.
 #[derive(Clone, Debug)]
@@ -92,141 +66,7 @@ fn unfold_chunk_states(folded: &str, node_ids: &HashMap<i64, NodeId>) -> anyhow:
         .collect()
 }
 
-pub struct FileRow {
-    pub manifest: Manifest,
-    pub name: String,
-}
-
 impl Db {
-    pub async fn connect(url: &str) -> anyhow::Result<Db> {
-        sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            Backend::Postgres
-        } else {
-            anyhow::bail!("unsupported database URL {url:?}: use sqlite://PATH or postgres://...");
-        };
-        let mut opts = AnyPoolOptions::new();
-        if backend == Backend::Sqlite {
-            // One writer at a time anyway; WAL lets readers go on meanwhile.
-            opts = opts.max_connections(4).after_connect(|conn, _| {
-                Box::pin(async move {
-                    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA synchronous = NORMAL").execute(&mut *conn).await?;
-                    // Holdings are keyed by random hashes: inserts touch pages all over the
-                    // B-trees, so a cache far larger than SQLite's 2 MB default pays for itself.
-                    sqlx::query("PRAGMA cache_size = -65536").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA mmap_size = 268435456").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA temp_store = MEMORY").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
-                    Ok(())
-                })
-            });
-        } else {
-            opts = opts.max_connections(8);
-        }
-        let pool = opts
-            .connect(url)
-            .await
-            .with_context(|| format!("connecting to {}", redact(url)))?;
-        let db = Db { pool, backend };
-        db.migrate().await?;
-        Ok(db)
-    }
-
-    async fn migrate(&self) -> anyhow::Result<()> {
-        sqlx::query("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL)")
-            .execute(&self.pool)
-            .await?;
-        let migrations = match self.backend {
-            Backend::Sqlite => SQLITE_MIGRATIONS,
-            Backend::Postgres => POSTGRES_MIGRATIONS,
-        };
-        for &(version, name, sql) in migrations {
-            let done: Option<i64> = sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
-                .bind(version)
-                .fetch_optional(&self.pool)
-                .await?;
-            if done.is_some() {
-                continue;
-            }
-            let mut tx = self.pool.begin().await?;
-            // Comments go first: they may contain semicolons.
-            let sql = strip_comments(sql);
-            for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                sqlx::query(stmt)
-                    .execute(&mut *tx)
-                    .await
-                    .with_context(|| format!("migration {version} {name}: {stmt}"))?;
-            }
-            sqlx::query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)")
-                .bind(version)
-                .bind(name)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            tracing::info!(version, name, "applied migration");
-        }
-        Ok(())
-    }
-
-    // ---- meta ----
-
-    pub async fn meta(&self, key: &str) -> anyhow::Result<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?)
-    }
-
-    pub async fn set_meta(&self, key: &str, value: &str) -> anyhow::Result<()> {
-        sqlx::query("INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = $2")
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    // ---- users and tokens ----
-
-    /// Creates the first admin and its token if there is no user yet; returns the token.
-    pub async fn bootstrap_admin(&self, token: &str, now: i64) -> anyhow::Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&mut *tx)
-            .await?;
-        if users > 0 {
-            return Ok(false);
-        }
-        let id: i64 =
-            sqlx::query_scalar("INSERT INTO users (name, is_admin, created_at) VALUES ('admin', 1, $1) RETURNING id")
-                .bind(now)
-                .fetch_one(&mut *tx)
-                .await?;
-        sqlx::query("INSERT INTO api_tokens (hash, user_id, created_at) VALUES ($1, $2, $3)")
-            .bind(token_hash(token).to_vec())
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(true)
-    }
-
-    /// The user a token belongs to: (user id, is admin).
-    pub async fn user_of_token(&self, token: &str) -> anyhow::Result<Option<(i64, bool)>> {
-        let row = sqlx::query(
-            "SELECT u.id, u.is_admin FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1 AND t.revoked = 0",
-        )
-        .bind(token_hash(token).to_vec())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.map(|r| (r.get::<i64, _>(0), r.get::<i64, _>(1) != 0)))
-    }
-
     // ---- nodes ----
 
     pub async fn enroll_node(
@@ -492,126 +332,6 @@ impl Db {
             .filter_map(|r| Some((r.get::<i64, _>(0), r.get::<String, _>(1).parse().ok()?)))
             .collect())
     }
-
-    // ---- files ----
-
-    /// Registers a file (if new) and a share of it; true if the file was new.
-    pub async fn add_share(&self, manifest: &Manifest, user_id: i64, name: &str, now: i64) -> anyhow::Result<bool> {
-        let id = manifest.file_id().0.0.to_vec();
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO files (id, size, chunk_bytes, manifest, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(id.clone())
-        .bind(clamp_i64(manifest.size()))
-        .bind(i64::from(manifest.chunk_bytes()))
-        .bind(manifest.encode())
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if inserted {
-            // In file order: that order becomes the chunks' IDs, and appliances announce a
-            // file's chunks in about that order.
-            let chunks: Vec<ChunkId> = manifest.chunks().collect();
-            let ids = ensure_chunk_ids(&mut tx, self.backend, &chunks).await?;
-            for (first, batch) in (0..).step_by(ROWS_PER_STATEMENT).zip(ids.chunks(ROWS_PER_STATEMENT)) {
-                let sql = format!(
-                    "INSERT INTO file_chunks (file_id, idx, chunk) VALUES {}",
-                    self.backend.rows(batch.len(), 3)
-                );
-                let mut q = sqlx::query(&sql);
-                for (i, chunk) in batch.iter().enumerate() {
-                    q = q.bind(id.clone()).bind((first + i) as i64).bind(*chunk);
-                }
-                q.execute(&mut *tx).await?;
-            }
-        }
-        sqlx::query("INSERT INTO shares (file_id, user_id, name, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(id)
-            .bind(user_id)
-            .bind(name)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(inserted)
-    }
-
-    pub async fn file(&self, id: &FileId) -> anyhow::Result<Option<FileRow>> {
-        let row = sqlx::query(
-            "SELECT f.manifest, (SELECT s.name FROM shares s WHERE s.file_id = f.id ORDER BY s.id LIMIT 1) \
-             FROM files f WHERE f.id = $1",
-        )
-        .bind(id.0.0.to_vec())
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let manifest = Manifest::decode(&row.get::<Vec<u8>, _>(0), *id).context("stored manifest is damaged")?;
-        let name: Option<String> = row.get(1);
-        Ok(Some(FileRow {
-            manifest,
-            name: name.unwrap_or_default(),
-        }))
-    }
-
-    /// Removes shares of a file (the user's, or everyone's for `all`), and the file itself once
-    /// nobody shares it; its chunks then become orphans that repair frees. Returns (shares
-    /// removed, file removed).
-    pub async fn unshare(&self, id: &FileId, user_id: i64, all: bool) -> anyhow::Result<(u64, bool)> {
-        let key = id.0.0.to_vec();
-        let mut tx = self.pool.begin().await?;
-        let removed = if all {
-            sqlx::query("DELETE FROM shares WHERE file_id = $1")
-                .bind(key.clone())
-                .execute(&mut *tx)
-                .await?
-        } else {
-            sqlx::query("DELETE FROM shares WHERE file_id = $1 AND user_id = $2")
-                .bind(key.clone())
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?
-        }
-        .rows_affected();
-        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM shares WHERE file_id = $1")
-            .bind(key.clone())
-            .fetch_one(&mut *tx)
-            .await?;
-        let mut file_removed = false;
-        if left == 0 {
-            let chunks: Vec<i64> = sqlx::query_scalar("DELETE FROM file_chunks WHERE file_id = $1 RETURNING chunk")
-                .bind(key.clone())
-                .fetch_all(&mut *tx)
-                .await?;
-            forget_unused_chunks(&mut tx, self.backend, &chunks).await?;
-            file_removed = sqlx::query("DELETE FROM files WHERE id = $1")
-                .bind(key)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                > 0;
-        }
-        tx.commit().await?;
-        Ok((removed, file_removed))
-    }
-
-    pub async fn count(&self, table: Counted) -> anyhow::Result<i64> {
-        let sql = match table {
-            Counted::Files => "SELECT COUNT(*) FROM files",
-            Counted::Holdings => "SELECT COUNT(*) FROM holdings",
-            Counted::Chunks => "SELECT COUNT(DISTINCT chunk) FROM file_chunks",
-        };
-        Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)
-    }
-
-    pub fn backend_name(&self) -> &'static str {
-        match self.backend {
-            Backend::Sqlite => "sqlite",
-            Backend::Postgres => "postgres",
-        }
-    }
 }
 
 /// Collects `(chunk key, node id)` rows; rows that do not parse (cannot happen for rows this
@@ -625,33 +345,6 @@ fn add_holding_rows(rows: &[AnyRow], out: &mut HashMap<ChunkId, Vec<NodeId>>) {
             continue;
         };
         out.entry(c).or_default().push(n);
-    }
-}
-
-impl Backend {
-    /// `n` comma-separated placeholders, numbered from `first` (PostgreSQL: `$first, ...`).
-    /// SQLite gets anonymous `?`, bound in order: sqlx asks SQLite the name of every parameter,
-    /// and SQLite finds a named one by a linear scan, so with `$n` a 2048-row statement costs
-    /// O(n²) in binding alone (it was a fifth of ingest time).
-    fn params(self, first: usize, n: usize) -> String {
-        let one = |i| match self {
-            Backend::Sqlite => "?".to_owned(),
-            Backend::Postgres => format!("${i}"),
-        };
-        (first..first + n).map(one).collect::<Vec<_>>().join(",")
-    }
-
-    /// `(..),(..)` for `rows` rows of `width` placeholders each, numbered from 1.
-    fn rows(self, rows: usize, width: usize) -> String {
-        self.rows_from(1, rows, width)
-    }
-
-    /// `(..),(..)` for `rows` rows of `width` placeholders each, numbered from `first`.
-    fn rows_from(self, first: usize, rows: usize, width: usize) -> String {
-        (0..rows)
-            .map(|r| format!("({})", self.params(first + r * width, width)))
-            .collect::<Vec<_>>()
-            .join(",")
     }
 }
 
@@ -702,7 +395,7 @@ async fn chunk_ids(
 }
 
 /// The IDs of these chunks, in order, giving new ones the next IDs in the order given.
-async fn ensure_chunk_ids(
+pub(super) async fn ensure_chunk_ids(
     conn: &mut sqlx::AnyConnection,
     backend: Backend,
     chunks: &[ChunkId],
@@ -810,7 +503,11 @@ async fn delete_holdings(
 }
 
 /// Drops the ID rows of these chunks where no file names them and no node holds them.
-async fn forget_unused_chunks(conn: &mut sqlx::AnyConnection, backend: Backend, ids: &[i64]) -> anyhow::Result<()> {
+pub(super) async fn forget_unused_chunks(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+    ids: &[i64],
+) -> anyhow::Result<()> {
     for batch in ids.chunks(ROWS_PER_STATEMENT) {
         let sql = format!(
             "DELETE FROM chunks WHERE id IN ({}) \
@@ -825,13 +522,6 @@ async fn forget_unused_chunks(conn: &mut sqlx::AnyConnection, backend: Backend, 
         q.execute(&mut *conn).await?;
     }
     Ok(())
-}
-
-#[derive(Clone, Copy)]
-pub enum Counted {
-    Files,
-    Holdings,
-    Chunks,
 }
 
 fn node_row(r: &AnyRow) -> anyhow::Result<NodeRow> {
@@ -852,28 +542,4 @@ fn node_row(r: &AnyRow) -> anyhow::Result<NodeRow> {
         version: r.get(12),
         board: r.get(13),
     })
-}
-
-pub fn token_hash(token: &str) -> [u8; 32] {
-    blake3::derive_key("trove/v1 api token", token.as_bytes())
-}
-
-fn clamp_i64(v: u64) -> i64 {
-    v.min(i64::MAX as u64) as i64
-}
-
-fn strip_comments(stmt: &str) -> String {
-    stmt.lines()
-        .map(|l| l.split("--").next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n")
-        .trim()
-        .to_owned()
-}
-
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_owned(),
-    }
 }
