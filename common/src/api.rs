@@ -3,11 +3,25 @@
 //! Shared by the controller (which serves them) and the clients (which call them), so the
 //! two cannot drift apart. Binary values travel as lowercase hex: file IDs (64 digits), node
 //! IDs (32), manifests and grants (their postcard encodings). Authentication is
-//! `Authorization: Bearer <token>` on every route but `GET /api/v1/health`.
+//! `Authorization: Bearer <token>` on every route but health, sign-up and login.
 //!
 //! | method and path | body | answer |
 //! |---|---|---|
 //! | `GET /api/v1/health` | | [`Health`] |
+//! | `POST /api/v1/signup` (no token) | [`SignupRequest`] | [`LoginResponse`] |
+//! | `POST /api/v1/login` (no token) | [`LoginRequest`] | [`LoginResponse`] |
+//! | `POST /api/v1/logout` | | 204 (revokes the calling token) |
+//! | `GET /api/v1/me` | | [`MeView`] |
+//! | `PATCH /api/v1/me` | [`ProfileUpdate`] | [`UserView`] |
+//! | `GET /api/v1/tokens` | | `Vec<`[`TokenView`]`>` |
+//! | `POST /api/v1/tokens` | [`TokenRequest`] | [`NewToken`] |
+//! | `DELETE /api/v1/tokens/{id}` | | 204 |
+//! | `GET /api/v1/users` (admin) | | `Vec<`[`UserView`]`>` |
+//! | `GET /api/v1/users/{name}` | | [`UserView`] |
+//! | `POST /api/v1/users/{name}/disable`, `.../enable` (admin) | | [`UserView`] |
+//! | `GET /api/v1/search?q=&kind=&tag=&owner=&min_size=&max_size=&since=&page=&per_page=` | | [`SearchResults`] |
+//! | `POST /api/v1/files/{id}/events` | [`EventRequest`] | 204 |
+//! | `GET /api/v1/recommendations?limit=` | | `Vec<`[`Recommendation`]`>` |
 //! | `POST /api/v1/enrollments` (admin) | [`EnrollRequest`] | [`Enrollment`] |
 //! | `GET /api/v1/nodes` | | `Vec<`[`NodeView`]`>` |
 //! | `POST /api/v1/files` | [`ShareRequest`] | [`ShareResponse`] |
@@ -78,7 +92,190 @@ pub struct NodeView {
 pub struct ShareRequest {
     /// Hex of the postcard-encoded [`crate::Manifest`]; checked against its file ID.
     pub manifest: String,
+    /// The file name the bytes came from.
     pub name: String,
+    /// What people see and search for (default: `name`).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// One of [`KINDS`] (default: `other`).
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Seen by its sharer only: in search, listings, manifests and downloads.
+    #[serde(default)]
+    pub private: bool,
+}
+
+/// What a share can say it is.
+pub const KINDS: [&str; 7] = ["video", "audio", "image", "document", "archive", "software", "other"];
+/// Most tags on one share, and most bytes per tag, title and description.
+pub const TAGS_MAX: usize = 32;
+pub const TAG_BYTES_MAX: usize = 64;
+pub const TITLE_BYTES_MAX: usize = 512;
+pub const DESCRIPTION_BYTES_MAX: usize = 4096;
+
+/// One person's share of a file: who, and what they said of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareView {
+    pub owner: String,
+    pub title: String,
+    pub kind: String,
+    pub tags: Vec<String>,
+    pub description: String,
+    pub private: bool,
+    /// Unix seconds.
+    pub created_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignupRequest {
+    pub name: String,
+    pub password: String,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginRequest {
+    pub name: String,
+    pub password: String,
+    /// Shown in the token list (say, the host name).
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginResponse {
+    pub token: String,
+    pub user: UserView,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub name: String,
+    pub display_name: String,
+    pub bio: String,
+    pub is_admin: bool,
+    pub disabled: bool,
+    pub created_at: i64,
+    /// Public shares (all shares when it is you).
+    pub shares: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProfileUpdate {
+    #[serde(default)]
+    pub display_name: Option<String>,
+    #[serde(default)]
+    pub bio: Option<String>,
+    /// A new password; needs `current_password` unless none is set yet (the bootstrap admin).
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub current_password: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenView {
+    /// Short public handle of the token (never the token itself).
+    pub id: String,
+    pub label: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    /// The token this request came with.
+    pub current: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    #[serde(default)]
+    pub label: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewToken {
+    pub id: String,
+    pub token: String,
+}
+
+/// One file found. `score` orders results: see the controller's search module for the formula.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchHit {
+    pub file_id: String,
+    /// The best-matching share's title (yours first when you share it too).
+    pub title: String,
+    pub kind: String,
+    pub size: u64,
+    /// Tags of every share you can see, each once.
+    pub tags: Vec<String>,
+    /// Sharers you can see.
+    pub owners: Vec<String>,
+    /// Newest share you can see, Unix seconds.
+    pub shared_at: i64,
+    /// Text relevance in (0, 1]; 1 without a text query.
+    pub relevance: f64,
+    /// Live appliances holding the file's scarcest chunk.
+    pub availability: u32,
+    /// False when some chunk has no live holder: cannot be downloaded now.
+    pub available: bool,
+    pub score: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SearchResults {
+    pub hits: Vec<SearchHit>,
+    /// Files matching in all (every page).
+    pub total: u64,
+    pub page: u32,
+    pub per_page: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRequest {
+    /// `download` (a completed, verified download) or `view` (a stream start).
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MyShare {
+    pub file_id: String,
+    pub title: String,
+    pub kind: String,
+    pub size: u64,
+    pub private: bool,
+    /// Other people who completed a download of the file (each counted once).
+    pub downloaders: u64,
+    pub views: u64,
+    pub shared_at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MyEvent {
+    pub file_id: String,
+    pub title: String,
+    /// `download` or `view`.
+    pub kind: String,
+    pub at: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeView {
+    pub user: UserView,
+    pub shares: Vec<MyShare>,
+    /// Newest first.
+    pub history: Vec<MyEvent>,
+    /// Bytes of the distinct files I share (one copy each).
+    pub shared_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recommendation {
+    pub hit: SearchHit,
+    /// One line on why: "people who got X also got this".
+    pub reason: String,
 }
 
 /// One chunk the client must send, to one appliance, with the grant that lets it.
@@ -106,6 +303,9 @@ pub struct ShareResponse {
 pub struct FileView {
     pub file_id: String,
     pub name: String,
+    /// The shares the caller can see (theirs first).
+    #[serde(default)]
+    pub shares: Vec<ShareView>,
     pub size: u64,
     pub chunk_bytes: u32,
     /// Hex of the postcard-encoded manifest: verify it with `Manifest::decode(bytes, id)`.

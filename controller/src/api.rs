@@ -1,7 +1,8 @@
 //! The JSON API (`/api/v1`, types in `trove_common::api`) and `/metrics`.
 //!
-//! Every route but health and metrics needs `Authorization: Bearer <token>`. Errors are one
-//! [`ApiError`] mapped to a status and an `ApiErrorBody` a person can read.
+//! Every route but health, sign-up, login and metrics needs `Authorization: Bearer <token>`.
+//! Errors are one [`ApiError`] mapped to a status and an `ApiErrorBody` a person can read.
+//! Accounts are in `accounts.rs`, search, history and recommendations in `search.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -14,17 +15,19 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use trove_common::api::{
-    ApiErrorBody, ChunkStatus, EnrollRequest, Enrollment, FileStatus, FileView, Health, NodeView, REPLICAS_TARGET,
-    RepairView, ShareRequest, ShareResponse, Upload,
+    ApiErrorBody, ChunkStatus, DESCRIPTION_BYTES_MAX, EnrollRequest, Enrollment, FileStatus, FileView, Health, KINDS,
+    NodeView, REPLICAS_TARGET, RepairView, ShareRequest, ShareResponse, TAG_BYTES_MAX, TAGS_MAX, TITLE_BYTES_MAX,
+    Upload,
 };
 use trove_common::control::{JoinToken, NodeSecret};
 use trove_common::{ChunkId, FileId, Manifest, NodeId, hex};
 
 use crate::app::{App, now_s};
-use crate::db::{Counted, FileRow, NodeRow};
+use crate::db::{Counted, FileRow, NodeRow, ShareMeta};
 use crate::metrics::Gauges;
 use crate::plan;
 use crate::repair::node_facts;
+use crate::text;
 
 /// How long a share waits for deletions of its chunks still under way.
 const PENDING_DELETES_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -42,6 +45,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/files/{id}", get(file).delete(delete_file))
         .route("/api/v1/files/{id}/status", get(file_status))
         .route("/api/v1/repair", get(repair))
+        .merge(crate::accounts::routes())
+        .merge(crate::search::routes())
         .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(MANIFEST_HEX_MAX + 4096))
         .with_state(app)
@@ -63,6 +68,12 @@ pub enum ApiError {
     Unavailable(String),
     #[error("{0}")]
     InsufficientStorage(String),
+    #[error("wrong name or password")]
+    WrongPassword,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many failed attempts; try again in {0} s")]
+    TooManyAttempts(u64),
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
 }
@@ -76,6 +87,9 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::InsufficientStorage(_) => (StatusCode::INSUFFICIENT_STORAGE, "insufficient_storage"),
+            ApiError::WrongPassword => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::TooManyAttempts(_) => (StatusCode::TOO_MANY_REQUESTS, "too_many_requests"),
             ApiError::Internal(e) => {
                 tracing::error!(error = %format!("{e:#}"), "API request failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
@@ -85,14 +99,23 @@ impl IntoResponse for ApiError {
             error: word.into(),
             message: self.to_string(),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if let ApiError::TooManyAttempts(secs) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
+        response
     }
 }
 
 /// The caller, from the bearer token.
 pub struct Caller {
     pub user_id: i64,
+    pub name: String,
     pub is_admin: bool,
+    /// Of the token this request came with (logout revokes it).
+    pub token_hash: [u8; 32],
 }
 
 impl FromRequestParts<Arc<App>> for Caller {
@@ -111,8 +134,13 @@ impl FromRequestParts<Arc<App>> for Caller {
             app.metrics.http_unauthorized.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::NoToken);
         };
-        match app.db.user_of_token(token).await? {
-            Some((user_id, is_admin)) => Ok(Caller { user_id, is_admin }),
+        match app.db.user_of_token(token, now_s()).await? {
+            Some(o) => Ok(Caller {
+                user_id: o.user_id,
+                name: o.name,
+                is_admin: o.is_admin,
+                token_hash: o.token_hash,
+            }),
             None => {
                 app.metrics.http_unauthorized.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("API request with an unknown token refused");
@@ -197,14 +225,12 @@ async fn share(
     caller: Caller,
     Json(req): Json<ShareRequest>,
 ) -> Result<Json<ShareResponse>, ApiError> {
-    let name = req.name.trim();
-    if name.is_empty() || name.len() > 512 {
-        return Err(ApiError::BadRequest("a share needs a name of 1 to 512 bytes".into()));
-    }
+    let meta = share_meta(&req)?;
     let bytes =
         hex::decode_vec(&req.manifest).map_err(|e| ApiError::BadRequest(format!("manifest is not hex: {e}")))?;
     let manifest = Manifest::decode_self_checked(&bytes).map_err(|e| ApiError::BadRequest(format!("manifest: {e}")))?;
-    let new_file = app.db.add_share(&manifest, caller.user_id, name, now_s()).await?;
+    let new_file = app.db.add_share(&manifest, caller.user_id, &meta, now_s()).await?;
+    app.db.refresh_availability_of_file(&manifest.file_id()).await?;
     app.touch_chunks(manifest.chunks());
 
     // What no online node holds yet must come from the client, once, to one node each.
@@ -266,12 +292,65 @@ async fn share(
     }))
 }
 
-/// A file, the fleet, and who holds each of its chunks (in chunk order), in a few queries.
-async fn file_with_holders(app: &App, id: &str) -> Result<(FileId, FileRow, Vec<NodeRow>, Vec<Vec<NodeId>>), ApiError> {
+/// Checks and normalises what a share says.
+fn share_meta(req: &ShareRequest) -> Result<ShareMeta, ApiError> {
+    let bad = |m: String| Err(ApiError::BadRequest(m));
+    let name = req.name.trim();
+    if name.is_empty() || name.len() > TITLE_BYTES_MAX {
+        return bad(format!("a share needs a name of 1 to {TITLE_BYTES_MAX} bytes"));
+    }
+    let title = req
+        .title
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .unwrap_or(name);
+    if title.len() > TITLE_BYTES_MAX {
+        return bad(format!("a title is at most {TITLE_BYTES_MAX} bytes"));
+    }
+    let kind = req.kind.as_deref().map(str::trim).unwrap_or("other").to_lowercase();
+    if !KINDS.contains(&kind.as_str()) {
+        return bad(format!("kind {kind:?} is not one of {}", KINDS.join(", ")));
+    }
+    let description = req.description.as_deref().unwrap_or("").trim();
+    if description.len() > DESCRIPTION_BYTES_MAX {
+        return bad(format!("a description is at most {DESCRIPTION_BYTES_MAX} bytes"));
+    }
+    let mut tags: Vec<String> = Vec::new();
+    for t in &req.tags {
+        let t = text::normalize_tag(t);
+        if t.is_empty() || t.len() > TAG_BYTES_MAX {
+            return bad(format!("a tag has 1 to {TAG_BYTES_MAX} bytes: {t:?}"));
+        }
+        if !tags.contains(&t) {
+            tags.push(t);
+        }
+    }
+    if tags.len() > TAGS_MAX {
+        return bad(format!("at most {TAGS_MAX} tags"));
+    }
+    Ok(ShareMeta {
+        name: name.to_owned(),
+        title: title.to_owned(),
+        search_text: text::search_text(title, description, &tags),
+        kind,
+        tags,
+        description: description.to_owned(),
+        private: req.private,
+    })
+}
+
+/// A file the caller may see, the fleet, and who holds each of its chunks (in chunk order),
+/// in a few queries. A private file of someone else's is "no file", like one that never was.
+async fn file_with_holders(
+    app: &App,
+    caller: &Caller,
+    id: &str,
+) -> Result<(FileId, FileRow, Vec<NodeRow>, Vec<Vec<NodeId>>), ApiError> {
     let id = parse_file_id(id)?;
     let f = app
         .db
-        .file(&id)
+        .visible_file(&id, caller.user_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no file {id}")))?;
     let chunks: Vec<ChunkId> = f.manifest.chunks().collect();
@@ -281,12 +360,9 @@ async fn file_with_holders(app: &App, id: &str) -> Result<(FileId, FileRow, Vec<
     Ok((id, f, app.db.nodes().await?, holders))
 }
 
-async fn file(
-    State(app): State<Arc<App>>,
-    _caller: Caller,
-    Path(id): Path<String>,
-) -> Result<Json<FileView>, ApiError> {
-    let (id, f, nodes, holders) = file_with_holders(&app, &id).await?;
+async fn file(State(app): State<Arc<App>>, caller: Caller, Path(id): Path<String>) -> Result<Json<FileView>, ApiError> {
+    let (id, f, nodes, holders) = file_with_holders(&app, &caller, &id).await?;
+    let shares = app.db.shares_of(&id, caller.user_id).await?;
     let online: HashMap<NodeId, String> = nodes
         .into_iter()
         .filter(|n| n.state == "online")
@@ -295,6 +371,7 @@ async fn file(
     Ok(Json(FileView {
         file_id: id.to_string(),
         name: f.name,
+        shares,
         size: f.manifest.size(),
         chunk_bytes: f.manifest.chunk_bytes(),
         manifest: hex::encode(&f.manifest.encode()),
@@ -307,10 +384,10 @@ async fn file(
 
 async fn file_status(
     State(app): State<Arc<App>>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<FileStatus>, ApiError> {
-    let (id, f, nodes, holders) = file_with_holders(&app, &id).await?;
+    let (id, f, nodes, holders) = file_with_holders(&app, &caller, &id).await?;
     let online: HashSet<NodeId> = nodes.iter().filter(|n| n.state == "online").map(|n| n.id).collect();
     let chunks: Vec<ChunkStatus> = holders
         .into_iter()
@@ -351,7 +428,7 @@ async fn delete_file(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_file_id(&id)?;
-    if app.db.file(&id).await?.is_none() {
+    if app.db.visible_file(&id, caller.user_id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no file {id}")));
     }
     // Your own shares go; an admin's delete takes everyone's. The bytes are freed only when

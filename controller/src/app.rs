@@ -30,6 +30,10 @@ pub struct App {
     pub wake_repair: Notify,
     /// Nodes whose inventory should be pulled.
     pub wake_inventory: Notify,
+    /// Failed logins, for rate limiting.
+    pub logins: crate::accounts::LoginLimiter,
+    /// Chunks whose files' availability must be recomputed (see `availability.rs`).
+    pub availability_dirty: Mutex<HashSet<ChunkId>>,
     secrets: Mutex<HashMap<NodeId, NodeSecret>>,
     last_command_id: AtomicU64,
 }
@@ -146,6 +150,8 @@ impl App {
             }),
             wake_repair: Notify::new(),
             wake_inventory: Notify::new(),
+            logins: crate::accounts::LoginLimiter::default(),
+            availability_dirty: Mutex::new(HashSet::new()),
             secrets: Mutex::new(HashMap::new()),
             // Strictly increasing across restarts too: nodes ignore IDs they have passed.
             last_command_id: AtomicU64::new(now_ms() * 1000),
@@ -166,6 +172,12 @@ impl App {
     }
 
     pub fn touch_chunks(&self, chunks: impl IntoIterator<Item = ChunkId>) {
+        let chunks: Vec<ChunkId> = chunks.into_iter().collect();
+        // What repair looks at, availability looks at too.
+        self.availability_dirty
+            .lock()
+            .expect("availability lock")
+            .extend(chunks.iter().copied());
         self.dirty.lock().expect("dirty lock").chunks.extend(chunks);
         self.wake_repair.notify_one();
     }

@@ -4,8 +4,10 @@
 //! One process runs everything by default: an embedded MQTT broker (rumqttd), SQLite in the
 //! data directory, and, with `--local-nodes N`, N local appliances for a one-machine Trove.
 
+mod accounts;
 mod api;
 mod app;
+mod availability;
 mod broker;
 mod db;
 mod ingest;
@@ -14,6 +16,8 @@ mod metrics;
 mod plan;
 mod provision;
 mod repair;
+mod search;
+mod text;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -231,6 +235,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(ingest::run(app.clone(), events));
     tokio::spawn(repair::repair_loop(app.clone()));
     tokio::spawn(repair::inventory_loop(app.clone()));
+    tokio::spawn(availability::availability_loop(app.clone()));
 
     let listener = tokio::net::TcpListener::bind(args.http)
         .await
@@ -249,7 +254,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Err(_) => println!("Admin token: see {}", admin_token_path.display()),
     }
     let locals = local::start(&app, &args.data, args.local_nodes).await?;
-    let server = axum::serve(listener, api::router(app.clone()));
+    let server = axum::serve(
+        listener,
+        api::router(app.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    );
     let result = tokio::select! {
         r = server => r.context("HTTP server failed"),
         _ = shutdown_signal() => Ok(()),

@@ -357,7 +357,7 @@ fn hash_prefix(c: &ChunkId) -> i64 {
 /// `FROM (VALUES (..),..) AS v JOIN chunks c ON c.h = v.column1`: the chunks whose hash
 /// prefixes are bound next, `n` of them (see [`hash_prefix`]). Rows may include chunks that
 /// only share a prefix: callers select `c.key` and keep exact matches.
-fn chunks_by_prefix(backend: Backend, n: usize) -> String {
+pub(super) fn chunks_by_prefix(backend: Backend, n: usize) -> String {
     format!(
         "FROM (VALUES {}) AS v JOIN chunks c ON c.h = v.column1",
         backend.rows(n, 1)
@@ -366,7 +366,7 @@ fn chunks_by_prefix(backend: Backend, n: usize) -> String {
 
 /// The distinct hash prefixes of `chunks`, sorted (a repeat would repeat rows; order walks
 /// the index in order).
-fn prefixes(chunks: &[ChunkId]) -> Vec<i64> {
+pub(super) fn prefixes(chunks: &[ChunkId]) -> Vec<i64> {
     let mut p: Vec<i64> = chunks.iter().map(hash_prefix).collect();
     p.sort_unstable();
     p.dedup();

@@ -15,7 +15,7 @@ mod files;
 mod fleet;
 mod people;
 
-pub use files::FileRow;
+pub use files::{FileFacts, FileRow, SearchQuery, ShareMeta};
 pub use fleet::{ChunkState, NodeRow};
 
 use anyhow::Context;
@@ -23,9 +23,14 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
 /// (version, name, SQL) per backend, applied in order, each once.
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(1, "fleet", include_str!("../../migrations/sqlite/0001_fleet.sql"))];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "fleet", include_str!("../../migrations/postgres/0001_fleet.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "fleet", include_str!("../../migrations/sqlite/0001_fleet.sql")),
+    (2, "people", include_str!("../../migrations/sqlite/0002_people.sql")),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "fleet", include_str!("../../migrations/postgres/0001_fleet.sql")),
+    (2, "people", include_str!("../../migrations/postgres/0002_people.sql")),
+];
 
 /// Rows (or keys) per multi-row statement: a whole `have` batch at once, with room for two
 /// values per row under SQLite's limit of 32766 bound variables.
@@ -64,7 +69,10 @@ impl Db {
                     // Holdings are keyed by random hashes: inserts touch pages all over the
                     // B-trees, so a cache far larger than SQLite's 2 MB default pays for itself.
                     sqlx::query("PRAGMA cache_size = -65536").execute(&mut *conn).await?;
-                    sqlx::query("PRAGMA mmap_size = 268435456").execute(&mut *conn).await?;
+                    let mm = std::env::var("XMMAP").unwrap_or_else(|_| "268435456".into());
+                    sqlx::query(&format!("PRAGMA mmap_size = {mm}"))
+                        .execute(&mut *conn)
+                        .await?;
                     sqlx::query("PRAGMA temp_store = MEMORY").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA busy_timeout = 10000").execute(&mut *conn).await?;
                     sqlx::query("PRAGMA foreign_keys = ON").execute(&mut *conn).await?;
@@ -102,8 +110,8 @@ impl Db {
             let mut tx = self.pool.begin().await?;
             // Comments go first: they may contain semicolons.
             let sql = strip_comments(sql);
-            for stmt in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
-                sqlx::query(stmt)
+            for stmt in statements(&sql) {
+                sqlx::query(&stmt)
                     .execute(&mut *tx)
                     .await
                     .with_context(|| format!("migration {version} {name}: {stmt}"))?;
@@ -192,6 +200,27 @@ fn clamp_i64(v: u64) -> i64 {
     v.min(i64::MAX as u64) as i64
 }
 
+/// Splits a migration into statements at `;`, except inside a trigger's `BEGIN ... END`.
+fn statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for piece in sql.split(';') {
+        current.push_str(piece);
+        let upper = current.to_ascii_uppercase();
+        let in_trigger = upper.contains("CREATE TRIGGER") && !upper.trim_end().ends_with("END");
+        if in_trigger {
+            current.push(';');
+            continue;
+        }
+        let stmt = current.trim();
+        if !stmt.is_empty() {
+            out.push(stmt.to_owned());
+        }
+        current.clear();
+    }
+    out
+}
+
 fn strip_comments(stmt: &str) -> String {
     stmt.lines()
         .map(|l| l.split("--").next().unwrap_or(""))
@@ -205,5 +234,20 @@ fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_bodies_stay_whole() {
+        let sql = "CREATE TABLE a (x INT);\nCREATE TRIGGER t AFTER INSERT ON a BEGIN\n  INSERT INTO b VALUES (1);\n  \
+                   INSERT INTO b VALUES (2);\nEND;\nCREATE INDEX i ON a(x);";
+        let got = statements(sql);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got[1].starts_with("CREATE TRIGGER") && got[1].ends_with("END"));
+        assert_eq!(got[1].matches(';').count(), 2);
     }
 }
