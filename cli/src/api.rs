@@ -1,9 +1,10 @@
 //! A small client for the controller's JSON API v1 (`trove_common::api`).
 //!
 //! Every call sends `Authorization: Bearer <token>` when a token is configured. An answer
-//! outside 2xx becomes an error carrying the controller's own message
+//! outside 2xx becomes a [`Refusal`] carrying the controller's own message
 //! ([`ApiErrorBody::message`]), so `trove` prints what the controller said and exits
-//! non-zero. This module only moves JSON: it does not interpret what it carries.
+//! non-zero. This module only moves JSON: it does not interpret what it carries. Paths with
+//! user-given parts are built by [`path`], which percent-encodes them.
 
 use std::time::Duration;
 
@@ -61,6 +62,26 @@ impl Api {
         self.call(Method::POST, path, Some(body)).await
     }
 
+    /// `POST /api/v1{path}` without a body.
+    pub async fn post_empty<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Answer<T>> {
+        self.call(Method::POST, path, None::<&()>).await
+    }
+
+    /// `POST /api/v1{path}` for a route that answers 204: any 2xx is success.
+    pub async fn post_no_answer<B: Serialize>(&self, path: &str, body: Option<&B>) -> anyhow::Result<()> {
+        self.send(Method::POST, path, body).await.map(|_| ())
+    }
+
+    /// `PATCH /api/v1{path}` with a JSON body.
+    pub async fn patch<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<Answer<T>> {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    /// The controller's URL, as used (no trailing slash).
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     /// `DELETE /api/v1{path}`; any 2xx is success and the body is ignored.
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
         self.send(Method::DELETE, path, None::<&()>).await.map(|_| ())
@@ -109,19 +130,71 @@ impl Api {
     }
 }
 
-/// The error for a non-2xx answer: the controller's message when it sent an
-/// [`ApiErrorBody`], else the status and the start of whatever it sent.
+/// A non-2xx answer. Callers that treat some refusals specially (a token the controller no
+/// longer knows) downcast to it; everyone else just prints it.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: StatusCode,
+    /// The controller's message when it sent an [`ApiErrorBody`], else the status and the
+    /// start of whatever it sent.
+    message: String,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// The error for a non-2xx answer.
 fn api_error(status: StatusCode, text: &str) -> anyhow::Error {
-    match serde_json::from_str::<ApiErrorBody>(text) {
-        Ok(body) => anyhow!("{}", body.message),
+    let message = match serde_json::from_str::<ApiErrorBody>(text) {
+        Ok(body) => body.message,
         Err(_) => {
             let mut quote: String = text.trim().chars().take(ERROR_QUOTE_BYTES_MAX).collect();
             if quote.is_empty() {
                 quote = "(empty body)".into();
             }
-            anyhow!("the controller answered {status}: {quote}")
+            format!("the controller answered {status}: {quote}")
+        }
+    };
+    anyhow::Error::new(Refusal { status, message })
+}
+
+/// The status of a refusal, if `e` is one (and not, say, an unreachable controller).
+pub fn refused_with(e: &anyhow::Error) -> Option<StatusCode> {
+    e.downcast_ref::<Refusal>().map(|r| r.status)
+}
+
+/// An API path from its segments, each percent-encoded (so a user name or token ID cannot
+/// add a segment, climb with `..`, or start a query), and a query string of `pairs` in
+/// order (a key may repeat), form-encoded as the controller's query parser expects.
+pub fn path<S: AsRef<str>>(segments: &[&str], pairs: &[(&str, S)]) -> String {
+    let mut out = String::new();
+    for segment in segments {
+        out.push('/');
+        let dots_only = segment.bytes().all(|b| b == b'.');
+        for b in segment.bytes() {
+            // Unreserved characters (RFC 3986) stay, except the dots of `.` and `..`,
+            // which a URL parser would otherwise resolve away.
+            if (b.is_ascii_alphanumeric() || b"-._~".contains(&b)) && !dots_only {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
         }
     }
+    if !pairs.is_empty() {
+        // Only the query of this URL is used; the host is a placeholder.
+        let mut url = reqwest::Url::parse("http://trove.invalid/").expect("a valid URL");
+        url.query_pairs_mut()
+            .extend_pairs(pairs.iter().map(|(k, v)| (k, v.as_ref())));
+        out.push('?');
+        out.push_str(url.query().unwrap_or_default());
+    }
+    out
 }
 
 /// reqwest's errors keep the useful part (connection refused, timed out) in their sources.
@@ -156,6 +229,41 @@ mod tests {
         );
         let e = api_error(StatusCode::NOT_FOUND, "");
         assert_eq!(e.to_string(), "the controller answered 404 Not Found: (empty body)");
+    }
+
+    #[test]
+    fn refusals_keep_their_status() {
+        let e = api_error(StatusCode::UNAUTHORIZED, "");
+        assert_eq!(refused_with(&e), Some(StatusCode::UNAUTHORIZED));
+        assert_eq!(refused_with(&anyhow!("connection refused")), None);
+        assert_eq!(refused_with(&e.context("logging out")), Some(StatusCode::UNAUTHORIZED));
+    }
+
+    #[test]
+    fn paths_encode_every_part() {
+        let none: &[(&str, &str)] = &[];
+        assert_eq!(path(&["users", "alice"], none), "/users/alice");
+        assert_eq!(path(&["users", "a/b?c d#e%"], none), "/users/a%2Fb%3Fc%20d%23e%25");
+        assert_eq!(path(&["users", ".."], none), "/users/%2E%2E");
+        assert_eq!(path(&["users", "."], none), "/users/%2E");
+        assert_eq!(
+            path(&["users", "a.b_c~d-e", "disable"], none),
+            "/users/a.b_c~d-e/disable"
+        );
+        assert_eq!(path(&["users", "j\u{f6}rg"], none), "/users/j%C3%B6rg");
+        assert_eq!(
+            path(
+                &["search"],
+                &[
+                    ("q", "rock & roll \"live\""),
+                    ("tag", "sci-fi"),
+                    ("tag", "a=b+c"),
+                    ("page", "2")
+                ]
+            ),
+            "/search?q=rock+%26+roll+%22live%22&tag=sci-fi&tag=a%3Db%2Bc&page=2"
+        );
+        assert_eq!(path(&["search"], &[("q", "caf\u{e9}")]), "/search?q=caf%C3%A9");
     }
 
     #[test]

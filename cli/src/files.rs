@@ -1,5 +1,10 @@
 //! The controller-driven file commands: `share`, `get`, `status`, `rm`.
 //!
+//! A share says what the file is (title, kind, tags, description, private); the kind is
+//! detected from the file's first bytes and name unless `--kind` says it. A completed,
+//! verified `get` is recorded in the downloader's history (feeding `trove me` and
+//! recommendations); failing to record it does not fail the download.
+//!
 //! The controller decides where chunks go and signs the grants; the client sends each
 //! byte once, to the first appliance of each chunk, and the appliances make the other
 //! copies among themselves. Nothing the controller sends is trusted with bytes: the
@@ -12,7 +17,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use trove_common::api::{FileStatus, FileView, ShareRequest, ShareResponse, Upload};
+use trove_common::api::{
+    DESCRIPTION_BYTES_MAX, EventRequest, FileStatus, FileView, ShareRequest, ShareResponse, ShareView, TITLE_BYTES_MAX,
+    Upload,
+};
 use trove_common::download::Holders;
 use trove_common::limits::CHUNK_BYTES_DEFAULT;
 use trove_common::{FileId, Grant, Manifest};
@@ -27,12 +35,29 @@ const REPLICATION_POLL: Duration = Duration::from_millis(250);
 
 pub struct ShareOptions {
     pub name: Option<String>,
+    pub title: Option<String>,
+    /// Checked by [`crate::kind::parse`]; detected when absent.
+    pub kind: Option<String>,
+    /// Already normalized by [`crate::tags::normalize`].
+    pub tags: Vec<String>,
+    pub description: Option<String>,
+    pub private: bool,
     pub wait: bool,
     pub json: bool,
     pub progress: bool,
 }
 
 pub async fn share(api: &Api, file: &Path, opts: ShareOptions) -> anyhow::Result<()> {
+    check_bytes("--title", opts.title.as_deref(), TITLE_BYTES_MAX)?;
+    check_bytes("--description", opts.description.as_deref(), DESCRIPTION_BYTES_MAX)?;
+    let kind = match opts.kind {
+        Some(kind) => kind,
+        None => {
+            let kind = detect_kind(file)?;
+            eprintln!("{}: kind {kind} (detected; --kind to say otherwise)", file.display());
+            kind.to_owned()
+        }
+    };
     let manifest = transfer::manifest_of_file(file, CHUNK_BYTES_DEFAULT, opts.progress)?;
     let name = match opts.name {
         Some(n) => n,
@@ -44,6 +69,11 @@ pub async fn share(api: &Api, file: &Path, opts: ShareOptions) -> anyhow::Result
     let request = ShareRequest {
         manifest: trove_common::hex::encode(&manifest.encode()),
         name,
+        title: opts.title.filter(|t| !t.trim().is_empty()),
+        kind: Some(kind.clone()),
+        tags: opts.tags.clone(),
+        description: opts.description.filter(|d| !d.trim().is_empty()),
+        private: opts.private,
     };
     let resp: ShareResponse = api.post("/files", &request).await?.value;
     let file_id = manifest.file_id();
@@ -72,6 +102,9 @@ pub async fn share(api: &Api, file: &Path, opts: ShareOptions) -> anyhow::Result
             "{}",
             serde_json::json!({
                 "file_id": file_id.to_string(),
+                "kind": kind,
+                "tags": opts.tags,
+                "private": opts.private,
                 "size": manifest.size(),
                 "n_chunks": manifest.n_chunks(),
                 "new_file": resp.new_file,
@@ -83,6 +116,24 @@ pub async fn share(api: &Api, file: &Path, opts: ShareOptions) -> anyhow::Result
         println!("{file_id}");
     }
     Ok(())
+}
+
+/// The kind of the file at `path`, from its first bytes and its name.
+fn detect_kind(path: &Path) -> anyhow::Result<&'static str> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(crate::kind::SNIFF_BYTES);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(crate::kind::SNIFF_BYTES as u64).read_to_end(&mut head))
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(crate::kind::detect(path, &head))
+}
+
+/// The controller refuses longer values; saying so before hashing a large file saves time.
+fn check_bytes(flag: &str, value: Option<&str>, bytes_max: usize) -> anyhow::Result<()> {
+    match value {
+        Some(v) if v.len() > bytes_max => bail!("{flag} is {} bytes long; the most is {bytes_max}", v.len()),
+        _ => Ok(()),
+    }
 }
 
 /// Turns the controller's uploads into sends: one per chunk (the first upload named for
@@ -189,7 +240,19 @@ pub async fn get(api: &Api, id: &str, opts: GetOptions) -> anyhow::Result<()> {
             out
         }
     };
-    transfer::download_and_report(&manifest, holders, &out, opts.limit_rate, opts.json, opts.progress).await
+    transfer::download_and_report(&manifest, holders, &out, opts.limit_rate, opts.json, opts.progress).await?;
+    let event = EventRequest {
+        kind: "download".into(),
+    };
+    if let Err(e) = api
+        .post_no_answer(&format!("/files/{file_id}/events"), Some(&event))
+        .await
+    {
+        eprintln!(
+            "trove: warning: {file_id} is downloaded and verified, but the controller did not record it in your history: {e:#}"
+        );
+    }
+    Ok(())
 }
 
 /// The controller's per-chunk holder addresses as the downloader's sources and indices.
@@ -255,14 +318,23 @@ fn default_out(name: &str, file_id: FileId) -> PathBuf {
 
 pub async fn status(api: &Api, id: &str, json: bool) -> anyhow::Result<()> {
     let file_id = parse_file_id(id)?;
-    let answer = api.get::<FileStatus>(&format!("/files/{file_id}/status")).await?;
     if json {
+        let answer = api.get::<FileStatus>(&format!("/files/{file_id}/status")).await?;
         println!("{}", answer.text.trim());
         return Ok(());
     }
-    let s = answer.value;
+    // Who shares it comes with the file's view, not its status: ask both at once. The
+    // status is what this command is for, so a failed view only leaves the shares out.
+    let (status_path, view_path) = (format!("/files/{file_id}/status"), format!("/files/{file_id}"));
+    let (answer, view) = tokio::join!(api.get::<FileStatus>(&status_path), api.get::<FileView>(&view_path));
+    let s = answer?.value;
     println!("file        {}", s.file_id);
     println!("name        {}", s.name);
+    if let Ok(view) = view {
+        for (i, share) in view.value.shares.iter().enumerate() {
+            println!("{:12}{}", if i == 0 { "shared by" } else { "" }, share_line(share));
+        }
+    }
     println!(
         "size        {} ({} bytes) in {} chunks",
         crate::human_bytes(s.size),
@@ -287,6 +359,20 @@ pub async fn status(api: &Api, id: &str, json: bool) -> anyhow::Result<()> {
         }
     );
     Ok(())
+}
+
+/// `alice: "Holiday 2026" (video; beach, family) private`.
+fn share_line(s: &ShareView) -> String {
+    let mut line = format!("{}: {:?} ({}", s.owner, crate::table::one_line(&s.title), s.kind);
+    if !s.tags.is_empty() {
+        line.push_str("; ");
+        line.push_str(&s.tags.join(", "));
+    }
+    line.push(')');
+    if s.private {
+        line.push_str(" private");
+    }
+    line
 }
 
 pub async fn rm(api: &Api, id: &str) -> anyhow::Result<()> {
@@ -331,6 +417,23 @@ mod tests {
         check("/abs/name.txt", "name.txt");
         check("..", &id.to_string());
         check("", &id.to_string());
+    }
+
+    #[test]
+    fn share_lines_say_who_what_and_how() {
+        let mut s = ShareView {
+            owner: "alice".into(),
+            title: "Holiday \"2026\"".into(),
+            kind: "video".into(),
+            tags: vec!["beach".into(), "family".into()],
+            description: String::new(),
+            private: false,
+            created_at: 0,
+        };
+        assert_eq!(share_line(&s), r#"alice: "Holiday \"2026\"" (video; beach, family)"#);
+        s.tags.clear();
+        s.private = true;
+        assert_eq!(share_line(&s), r#"alice: "Holiday \"2026\"" (video) private"#);
     }
 
     #[test]

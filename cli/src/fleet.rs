@@ -6,6 +6,7 @@ use trove_common::api::{EnrollRequest, Enrollment, NodeView, RepairView};
 
 use crate::api::Api;
 use crate::human_bytes;
+use crate::table::print_table;
 
 pub async fn nodes(api: &Api, json: bool) -> anyhow::Result<()> {
     let answer = api.get::<Vec<NodeView>>("/nodes").await?;
@@ -81,29 +82,4 @@ pub async fn repair(api: &Api, json: bool) -> anyhow::Result<()> {
         r.orders_in_flight, r.orders_done, r.orders_failed
     );
     Ok(())
-}
-
-/// Left-aligned columns, two spaces apart.
-fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
-    let mut widths = header.map(str::len);
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: [&str; N]| {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == N {
-                s.push_str(cell);
-            } else {
-                s.push_str(&format!("{cell:w$}  "));
-            }
-        }
-        println!("{}", s.trim_end());
-    };
-    line(header);
-    for row in rows {
-        line(std::array::from_fn(|i| row[i].as_str()));
-    }
 }

@@ -1,20 +1,34 @@
 //! `trove`: the Trove command-line client.
 //!
-//! The user-facing commands talk to the controller (`--controller`, `TROVE_CONTROLLER`;
-//! token in `--token`, `TROVE_TOKEN`): `share` registers a file and sends each byte once to
-//! the appliances it names, `get` downloads a file from every online holder, `nodes`,
-//! `status`, `repair` show the fleet, `rm` and `enroll` change it.
+//! The user-facing commands talk to the controller: `signup`, `login` and `logout` keep a
+//! token per controller in the credentials file; `share` registers a file (with its title,
+//! kind and tags) and sends each byte once to the appliances it names, `get` downloads a file
+//! from every online holder, `search` and `recommend` find files, `me` shows my shares and
+//! history; `nodes`, `status`, `repair` show the fleet, `rm` and `enroll` change it.
+//!
+//! Which controller: `--controller`, else `TROVE_CONTROLLER`, else the one last logged into,
+//! else [`CONTROLLER_DEFAULT`]. Which token: `--token`, else `TROVE_TOKEN`, else the stored
+//! login for that controller.
 //!
 //! The low-level commands of the data plane need no controller: hash a file, put its chunks
 //! onto given appliances with locally signed grants, fetch it back from given appliances
 //! (parallel, verified, resumable), and read an appliance's stats.
 //!
 //! Module map: `api` (HTTP client of the JSON API), `transfer` (hashing, the put pipeline,
-//! the download driver), `files` (share, get, status, rm), `fleet` (nodes, enroll, repair).
+//! the download driver), `files` (share, get, status, rm), `fleet` (nodes, enroll, repair),
+//! `people` (accounts, tokens, users, me), `search` (search, recommend), `credentials` (the
+//! stored logins), `kind` (what a file is), `tags`, `dates` (`--since`, UTC dates), `table`.
 
 mod api;
+mod credentials;
+mod dates;
 mod files;
 mod fleet;
+mod kind;
+mod people;
+mod search;
+mod table;
+mod tags;
 mod transfer;
 
 use std::io::Write;
@@ -31,35 +45,142 @@ use trove_common::limits::CHUNK_BYTES_DEFAULT;
 use trove_common::net;
 
 use crate::api::Api;
+use crate::credentials::Credentials;
 use crate::transfer::{Send, download_and_report, manifest_of_file, send_chunks};
 
 #[derive(Parser)]
 #[command(version, about = "Trove: share files across your LAN's appliances")]
 struct Cli {
-    /// The controller's URL.
-    #[arg(
-        long,
-        global = true,
-        env = "TROVE_CONTROLLER",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    controller: String,
-    /// API token, sent as `Authorization: Bearer`.
+    /// The controller's URL [default: the one last logged into, else http://127.0.0.1:8080].
+    #[arg(long, global = true, env = "TROVE_CONTROLLER")]
+    controller: Option<String>,
+    /// API token, sent as `Authorization: Bearer` [default: the stored login's].
     #[arg(long, global = true, env = "TROVE_TOKEN", hide_env_values = true)]
     token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
 
+/// The controller used when neither a flag, the environment nor a stored login names one.
+const CONTROLLER_DEFAULT: &str = "http://127.0.0.1:8080";
+
 #[derive(Subcommand)]
 enum Command {
+    /// Make an account on the controller and log in (the token is kept for later commands).
+    Signup {
+        name: String,
+        /// The name people see (default: NAME).
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Read the password from the first line of standard input instead of the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Log in: keeps a token for this controller in ~/.config/trove/credentials.toml
+    /// (or under $XDG_CONFIG_HOME).
+    Login {
+        name: String,
+        /// Read the password from the first line of standard input instead of the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Revoke this login's token at the controller and forget it here.
+    Logout,
+    /// Print who the token belongs to.
+    Whoami,
+    /// Show a profile (default: mine), or change mine.
+    Profile {
+        /// Whose (default: me).
+        name: Option<String>,
+        #[arg(long, value_name = "NAME")]
+        set_display_name: Option<String>,
+        #[arg(long, value_name = "TEXT")]
+        set_bio: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change my password (asks for the current one; empty when none is set yet).
+    Passwd {
+        /// Read two lines from standard input: the current password, then the new one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List my API tokens, or make or revoke one.
+    Tokens {
+        #[command(subcommand)]
+        action: Option<TokensCommand>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the accounts, or disable or enable one. Admin only.
+    Users {
+        #[command(subcommand)]
+        action: Option<UsersCommand>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// My shares (with how many people got each), my downloads and views, my space.
+    Me {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find files by text, kind, tags, owner, size and date; best first, unavailable marked.
+    Search {
+        /// Words to look for in titles, names, tags and descriptions.
+        text: Vec<String>,
+        #[arg(long, value_parser = kind::parse)]
+        kind: Option<String>,
+        /// Repeat for several: files with every one.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        /// Shared by this user.
+        #[arg(long, value_name = "USER")]
+        owner: Option<String>,
+        /// e.g. 10MiB.
+        #[arg(long, value_parser = parse_size)]
+        min_size: Option<u64>,
+        /// e.g. 2GiB.
+        #[arg(long, value_parser = parse_size)]
+        max_size: Option<u64>,
+        /// Shared since: 2026-11-01 (UTC midnight), Unix seconds, or an age like 24h, 7d, 2w.
+        #[arg(long, value_parser = parse_since)]
+        since: Option<i64>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        page: Option<u32>,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        per_page: Option<u32>,
+        /// The controller's results as JSON (relevance, availability and score per hit).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Files you may like, from what you and others downloaded and watched.
+    Recommend {
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: Option<u32>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Share a file: register it with the controller and send its chunks to the appliances
     /// it names (each byte once). Prints the FileId.
     Share {
         file: PathBuf,
-        /// The name others see (default: the file's name).
+        /// The file name recorded with it (default: the file's name).
         #[arg(long)]
         name: Option<String>,
+        /// What people see and search for (default: the name).
+        #[arg(long)]
+        title: Option<String>,
+        /// Default: detected from the file's first bytes and its extension.
+        #[arg(long, value_parser = kind::parse)]
+        kind: Option<String>,
+        /// Repeat for several; lowercased.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Only you see it: in search, listings and downloads.
+        #[arg(long)]
+        private: bool,
         /// Then wait until every chunk has its full number of copies.
         #[arg(long)]
         wait: bool,
@@ -173,8 +294,60 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum TokensCommand {
+    /// Make a token (printed once): for scripts, other machines, TROVE_TOKEN.
+    New {
+        /// What it is for, shown in the list.
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Revoke a token by the ID `trove tokens` shows.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Stop an account from logging in or using its tokens.
+    Disable { name: String },
+    /// Let a disabled account back in.
+    Enable { name: String },
+}
+
 fn parse_size(s: &str) -> Result<u64, String> {
     trove_common::units::parse_bytes(s).map_err(|e| e.to_string())
+}
+
+fn parse_since(s: &str) -> Result<i64, String> {
+    dates::parse_since(s, dates::now_s())
+}
+
+/// Which controller and token a command uses, and where the token came from.
+#[derive(Debug, PartialEq, Eq)]
+struct Target {
+    controller: String,
+    token: Option<String>,
+    token_source: &'static str,
+}
+
+/// Flags (and their environment variables) first, then the stored logins, then the default.
+fn target(controller: Option<&str>, token: Option<&str>, creds: &Credentials) -> Target {
+    let controller = controller
+        .map(credentials::normalize_url)
+        .filter(|c| !c.is_empty())
+        .or_else(|| creds.controller.clone())
+        .unwrap_or_else(|| CONTROLLER_DEFAULT.to_owned());
+    let flag_token = token.map(str::trim).filter(|t| !t.is_empty());
+    let (token, token_source) = match (flag_token, creds.login_for(&controller)) {
+        (Some(t), _) => (Some(t.to_owned()), "--token or TROVE_TOKEN"),
+        (None, Some(login)) => (Some(login.token.clone()), "the stored login"),
+        (None, None) => (None, "nowhere"),
+    };
+    Target {
+        controller,
+        token,
+        token_source,
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -199,17 +372,129 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let api = || Api::new(&cli.controller, cli.token.clone());
+    // The credentials file is read only by commands that talk to the controller, so a
+    // damaged one does not stop `hash` or `fetch`.
+    let creds_path = || credentials::path();
+    let target = || -> anyhow::Result<Target> {
+        // With both named there is nothing to look up (and no HOME needed).
+        let creds = match (&cli.controller, &cli.token) {
+            (Some(_), Some(_)) => Credentials::default(),
+            _ => match creds_path() {
+                Ok(path) => credentials::load(&path)?,
+                Err(_) => Credentials::default(),
+            },
+        };
+        Ok(target(cli.controller.as_deref(), cli.token.as_deref(), &creds))
+    };
+    let api = || -> anyhow::Result<Api> {
+        let t = target()?;
+        Api::new(&t.controller, t.token)
+    };
+    // Signing up and logging in must not send someone else's token along.
+    let anonymous_api = || -> anyhow::Result<Api> { Api::new(&target()?.controller, None) };
     match cli.command {
+        Command::Signup {
+            name,
+            display_name,
+            password_stdin,
+        } => {
+            let passwords = people::Passwords::choose(password_stdin)?;
+            people::signup(&anonymous_api()?, &creds_path()?, name, display_name, passwords).await
+        }
+        Command::Login { name, password_stdin } => {
+            let passwords = people::Passwords::choose(password_stdin)?;
+            people::login(&anonymous_api()?, &creds_path()?, name, passwords).await
+        }
+        Command::Logout => {
+            let t = target()?;
+            let api = Api::new(&t.controller, t.token.clone())?;
+            people::logout(&api, &creds_path()?, t.token.as_deref()).await
+        }
+        Command::Whoami => {
+            let t = target()?;
+            if t.token.is_none() {
+                bail!("not logged in to {}: `trove login NAME`, or give --token", t.controller);
+            }
+            people::whoami(&Api::new(&t.controller, t.token)?, t.token_source).await
+        }
+        Command::Profile {
+            name,
+            set_display_name,
+            set_bio,
+            json,
+        } => {
+            let change = people::ProfileChange {
+                display_name: set_display_name,
+                bio: set_bio,
+            };
+            people::profile(&api()?, name, change, json).await
+        }
+        Command::Passwd { password_stdin } => {
+            let passwords = people::Passwords::choose(password_stdin)?;
+            people::passwd(&api()?, passwords).await
+        }
+        Command::Tokens { action, json } => {
+            let action = match action {
+                None => people::TokensAction::List { json },
+                Some(TokensCommand::New { label }) => people::TokensAction::New { label },
+                Some(TokensCommand::Revoke { id }) => people::TokensAction::Revoke { id },
+            };
+            people::tokens(&api()?, action).await
+        }
+        Command::Users { action, json } => {
+            let action = match action {
+                None => people::UsersAction::List { json },
+                Some(UsersCommand::Disable { name }) => people::UsersAction::Disable { name },
+                Some(UsersCommand::Enable { name }) => people::UsersAction::Enable { name },
+            };
+            people::users(&api()?, action).await
+        }
+        Command::Me { json } => people::me(&api()?, json).await,
+        Command::Search {
+            text,
+            kind,
+            tags,
+            owner,
+            min_size,
+            max_size,
+            since,
+            page,
+            per_page,
+            json,
+        } => {
+            let query = search::Query {
+                text: Some(text.join(" ")),
+                kind,
+                tags: tags::normalize(&tags).map_err(anyhow::Error::msg)?,
+                owner,
+                min_size,
+                max_size,
+                since,
+                page,
+                per_page,
+            };
+            search::search(&api()?, &query, json).await
+        }
+        Command::Recommend { limit, json } => search::recommend(&api()?, limit, json).await,
         Command::Share {
             file,
             name,
+            title,
+            kind,
+            tags,
+            description,
+            private,
             wait,
             json,
             no_progress,
         } => {
             let opts = files::ShareOptions {
                 name,
+                title,
+                kind,
+                tags: tags::normalize(&tags).map_err(anyhow::Error::msg)?,
+                description,
+                private,
                 wait,
                 json,
                 progress: !no_progress,
@@ -413,8 +698,55 @@ mod tests {
     }
 
     #[test]
+    fn flags_then_stored_login_then_default() {
+        let mut creds = Credentials::default();
+        let check = |creds: &Credentials, controller: Option<&str>, token: Option<&str>, want: (&str, Option<&str>)| {
+            let t = target(controller, token, creds);
+            assert_eq!(
+                (t.controller.as_str(), t.token.as_deref()),
+                want,
+                "{controller:?} {token:?}"
+            );
+        };
+        check(&creds, None, None, (CONTROLLER_DEFAULT, None));
+        check(&creds, Some("http://c:1/"), Some(" t "), ("http://c:1", Some("t")));
+
+        creds.remember(credentials::Login {
+            controller: "http://home:8080".into(),
+            user: "alice".into(),
+            token: "stored".into(),
+        });
+        // The stored controller and its token, unless a flag names others.
+        check(&creds, None, None, ("http://home:8080", Some("stored")));
+        check(
+            &creds,
+            Some("http://home:8080/"),
+            None,
+            ("http://home:8080", Some("stored")),
+        );
+        check(&creds, None, Some("flag"), ("http://home:8080", Some("flag")));
+        // A stored token never goes to another controller.
+        check(&creds, Some("http://other:8080"), None, ("http://other:8080", None));
+        check(&creds, Some("http://other:8080"), Some(""), ("http://other:8080", None));
+    }
+
+    #[test]
     fn the_command_line_parses() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn share_and_search_flags_are_checked() {
+        let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("trove").chain(args.iter().copied()));
+        assert!(parse(&["share", "f", "--kind", "video", "--tag", "a", "--tag", "b"]).is_ok());
+        let e = parse(&["share", "f", "--kind", "movie"]).err().unwrap().to_string();
+        assert!(e.contains("not a kind") && e.contains("document"), "{e}");
+        assert!(parse(&["search", "two", "words", "--since", "7d", "--min-size", "10MiB"]).is_ok());
+        let e = parse(&["search", "--since", "last tuesday"]).err().unwrap().to_string();
+        assert!(e.contains("24h"), "{e}");
+        assert!(parse(&["search", "--page", "0"]).is_err());
+        assert!(parse(&["tokens", "revoke", "abc"]).is_ok());
+        assert!(parse(&["users", "--json"]).is_ok());
     }
 }
