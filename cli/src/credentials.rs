@@ -22,7 +22,7 @@ pub struct Credentials {
     /// the last one logged into.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub controller: Option<String>,
-    #[serde(default, rename = "login")]
+    #[serde(default, rename = "login", skip_serializing_if = "Vec::is_empty")]
     pub logins: Vec<Login>,
 }
 

@@ -358,6 +358,8 @@ fn main() -> std::process::ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
+    // A refused login is a wrong password, not a missing login: no hint to log in there.
+    let logging_in = matches!(cli.command, Command::Signup { .. } | Command::Login { .. });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -366,6 +368,9 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("trove: {e:#}");
+            if !logging_in && api::refused_with(&e) == Some(reqwest::StatusCode::UNAUTHORIZED) {
+                eprintln!("trove: log in with `trove login NAME`, or give a token with --token or TROVE_TOKEN");
+            }
             std::process::ExitCode::FAILURE
         }
     }

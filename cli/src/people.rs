@@ -59,7 +59,7 @@ impl Passwords {
         if let Passwords::Terminal = self {
             let again = self.existing("The same again: ")?;
             if again != password {
-                bail!("the two passwords differ; nothing was changed");
+                bail!("the two passwords differ: nothing was sent; try again");
             }
         }
         Ok(password)
