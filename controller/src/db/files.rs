@@ -240,6 +240,7 @@ impl Db {
             }
         };
         let viewer_p = p(Arg::Int(viewer));
+        let mut ctes = String::new();
         let matched = if q.words.is_empty() {
             format!(
                 "SELECT s.id AS share_id, s.file_id, s.created_at, CAST(1.0 AS DOUBLE PRECISION) AS rel FROM shares s WHERE {}",
@@ -249,10 +250,15 @@ impl Db {
             match self.backend {
                 Backend::Sqlite => {
                     let m = p(Arg::Text(crate::text::fts5_query(&q.words)));
+                    // FTS5's rank (bm25) only exists in a query that scans the index itself:
+                    // materialise that scan before joining and grouping.
+                    ctes = format!(
+                        "fts AS MATERIALIZED (SELECT rowid AS id, CAST(-rank AS DOUBLE PRECISION) AS rel \
+                         FROM share_search WHERE share_search MATCH {m}), "
+                    );
                     format!(
-                        "SELECT s.id AS share_id, s.file_id, s.created_at, CAST(-bm25(share_search) AS DOUBLE PRECISION) AS rel \
-                         FROM share_search JOIN shares s ON s.id = share_search.rowid \
-                         WHERE share_search MATCH {m} AND {}",
+                        "SELECT s.id AS share_id, s.file_id, s.created_at, fts.rel FROM fts JOIN shares s ON s.id = fts.id \
+                         WHERE {}",
                         visible(&viewer_p)
                     )
                 }
@@ -296,7 +302,7 @@ impl Db {
         let limit = p(Arg::Int(clamp_i64(q.limit)));
         let offset = p(Arg::Int(clamp_i64(q.offset)));
         let sql = format!(
-            "WITH m AS ({matched}{share_filters}), \
+            "WITH {ctes}m AS ({matched}{share_filters}), \
              g AS (SELECT file_id, MAX(rel) AS rel, MAX(created_at) AS newest FROM m GROUP BY file_id), \
              r AS (SELECT f.id, f.availability AS a, g.newest, COALESCE(g.rel / NULLIF(MAX(g.rel) OVER (), 0), 1.0) AS relevance \
                    FROM g JOIN files f ON f.id = g.file_id WHERE true{file_filters}) \
@@ -416,7 +422,7 @@ impl Db {
     /// Bytes of the distinct files the user shares.
     pub async fn shared_bytes(&self, user_id: i64) -> anyhow::Result<u64> {
         let v: Option<i64> = sqlx::query_scalar(
-            "SELECT SUM(f.size) FROM files f WHERE f.id IN (SELECT s.file_id FROM shares s WHERE s.user_id = $1)",
+            "SELECT CAST(SUM(f.size) AS BIGINT) FROM files f WHERE f.id IN (SELECT s.file_id FROM shares s WHERE s.user_id = $1)",
         )
         .bind(user_id)
         .fetch_one(&self.pool)
