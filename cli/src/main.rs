@@ -444,7 +444,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 Some(TokensCommand::New { label }) => people::TokensAction::New { label },
                 Some(TokensCommand::Revoke { id }) => people::TokensAction::Revoke { id },
             };
-            people::tokens(&api()?, action).await
+            let t = target()?;
+            let api = Api::new(&t.controller, t.token.clone())?;
+            people::tokens(&api, creds_path().ok().as_deref(), t.token.as_deref(), action).await
         }
         Command::Users { action, json } => {
             let action = match action {

@@ -94,14 +94,31 @@ fn host_name() -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
-fn keep_login(creds_path: &Path, controller: &str, resp: &LoginResponse) -> anyhow::Result<()> {
+/// Stores the new login. The one it replaces is revoked at the controller (best effort):
+/// once its token is gone from this file nobody holds it, and it would stay valid for good.
+async fn keep_login(api: &Api, creds_path: &Path, resp: &LoginResponse) -> anyhow::Result<()> {
     let mut creds = credentials::load(creds_path)?;
+    let replaced = creds.forget(api.base()).filter(|old| old.token != resp.token);
     creds.remember(Login {
-        controller: controller.to_owned(),
+        controller: api.base().to_owned(),
         user: resp.user.name.clone(),
         token: resp.token.clone(),
     });
-    credentials::store(creds_path, &creds)
+    credentials::store(creds_path, &creds)?;
+    if let Some(old) = replaced {
+        let old_api = Api::new(api.base(), Some(old.token))?;
+        match old_api.post_no_answer::<()>("/logout", None).await {
+            Ok(()) => eprintln!("revoked the token of the login this one replaces ({})", old.user),
+            // Already revoked or expired: nothing left to do.
+            Err(e) if refused_with(&e) == Some(StatusCode::UNAUTHORIZED) => {}
+            Err(e) => eprintln!(
+                "trove: warning: the replaced login of {} could not be revoked ({e:#}); \
+                 `trove tokens` as {} lists it",
+                old.user, old.user
+            ),
+        }
+    }
+    Ok(())
 }
 
 /// `trove signup NAME`: a new account, logged in at once.
@@ -124,7 +141,7 @@ pub async fn signup(
         )
         .await?
         .value;
-    keep_login(creds_path, api.base(), &resp)?;
+    keep_login(api, creds_path, &resp).await?;
     eprintln!(
         "signed up and logged in as {} on {} (token kept in {})",
         resp.user.name,
@@ -148,7 +165,7 @@ pub async fn login(api: &Api, creds_path: &Path, name: String, passwords: Passwo
         )
         .await?
         .value;
-    keep_login(creds_path, api.base(), &resp)?;
+    keep_login(api, creds_path, &resp).await?;
     eprintln!(
         "logged in as {} on {} (token kept in {})",
         resp.user.name,
@@ -279,8 +296,14 @@ pub enum TokensAction {
     Revoke { id: String },
 }
 
-/// `trove tokens`, `tokens new`, `tokens revoke ID`.
-pub async fn tokens(api: &Api, action: TokensAction) -> anyhow::Result<()> {
+/// `trove tokens`, `tokens new`, `tokens revoke ID`. Revoking the token in use also forgets
+/// it here when it is the stored one, as `logout` would.
+pub async fn tokens(
+    api: &Api,
+    creds_path: Option<&Path>,
+    token: Option<&str>,
+    action: TokensAction,
+) -> anyhow::Result<()> {
     match action {
         TokensAction::List { json } => {
             let answer = api.get::<Vec<TokenView>>("/tokens").await?;
@@ -313,8 +336,26 @@ pub async fn tokens(api: &Api, action: TokensAction) -> anyhow::Result<()> {
             );
         }
         TokensAction::Revoke { id } => {
+            let listed = api.get::<Vec<TokenView>>("/tokens").await?.value;
+            let current = listed.iter().any(|t| t.id == id && t.current);
             api.delete(&api::path(&["tokens", &id], &[] as &[(&str, &str)])).await?;
             eprintln!("token {id}: revoked");
+            if current {
+                let mut creds = match creds_path {
+                    Some(path) => credentials::load(path)?,
+                    None => credentials::Credentials::default(),
+                };
+                if let Some(path) = creds_path
+                    && token.is_some()
+                    && creds.login_for(api.base()).map(|l| l.token.as_str()) == token
+                {
+                    creds.forget(api.base());
+                    credentials::store(path, &creds)?;
+                    eprintln!("that was this login's token: forgot it here; `trove login NAME` to log in again");
+                } else {
+                    eprintln!("that was the token this command used: it no longer works");
+                }
+            }
         }
     }
     Ok(())
