@@ -88,7 +88,7 @@ pub struct NodeView {
     pub board: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareRequest {
     /// Hex of the postcard-encoded [`crate::Manifest`]; checked against its file ID.
     pub manifest: String,

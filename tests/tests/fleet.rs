@@ -803,6 +803,7 @@ fn bad_input(kind: StackKind) {
     let share_body = serde_json::to_string(&ShareRequest {
         manifest: trove_common::hex::encode(&m2.encode()),
         name: "unwelcome".into(),
+        ..ShareRequest::default()
     })
     .expect("JSON");
     let calls: [(&str, String, Option<&str>); 4] = [
