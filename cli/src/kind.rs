@@ -1,14 +1,13 @@
-//! What a shared file is (one of [`KINDS`]), from its first bytes and its name.
+//! What a shared file is (one of [`trove_common::api::KINDS`]), from its first bytes and its name.
 //!
 //! Content first: `infer`'s magic-byte matchers, mapped onto Trove's kinds. The name's
 //! extension decides when the content says nothing, and also when it names only a generic
 //! container (a zip, some XML or HTML) that the extension is more precise about: an `.svg`
 //! is XML, a `.jar` is a zip. Plain UTF-8 text with neither is a document. Pure: the caller
-//! reads [`SNIFF_BYTES`] of the file; `--kind` overrides all of this.
+//! reads [`SNIFF_BYTES`] of the file; `--kind` overrides all of this (clap checks it against
+//! the kinds, see `main.rs`).
 
 use std::path::Path;
-
-use trove_common::api::KINDS;
 
 /// How much of a file the detection looks at. infer's matchers look within the first few
 /// KiB (tar's header at 257, MP4 brands in the first box).
@@ -115,23 +114,13 @@ const EXTENSIONS: [(&str, &str); 78] = [
 ];
 
 /// The kind of a file named `name` that starts with `head` (its first [`SNIFF_BYTES`], or
-/// all of it when shorter). Always one of [`KINDS`].
+/// all of it when shorter). Always one of [`trove_common::api::KINDS`].
 pub fn detect(name: &Path, head: &[u8]) -> &'static str {
     let by_name = by_extension(name);
     match infer::get(head) {
         Some(t) if GENERIC_MIME.contains(&t.mime_type()) => by_name.unwrap_or_else(|| by_infer(&t)),
         Some(t) => by_infer(&t),
         None => by_name.unwrap_or(if looks_like_text(head) { "document" } else { "other" }),
-    }
-}
-
-/// Checks a `--kind` value: one of [`KINDS`], any case.
-pub fn parse(s: &str) -> Result<String, String> {
-    let lower = s.trim().to_ascii_lowercase();
-    if KINDS.contains(&lower.as_str()) {
-        Ok(lower)
-    } else {
-        Err(format!("{s:?} is not a kind; say one of {}", KINDS.join(", ")))
     }
 }
 
@@ -175,6 +164,8 @@ fn looks_like_text(head: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use trove_common::api::KINDS;
+
     use super::*;
 
     fn check(name: &str, head: &[u8], expected: &str) {
@@ -245,13 +236,5 @@ mod tests {
         for (_, kind) in EXTENSIONS.iter().chain(MIME_KINDS.iter()) {
             assert!(KINDS.contains(kind), "{kind}");
         }
-    }
-
-    #[test]
-    fn kind_flags_are_checked() {
-        assert_eq!(parse("Video"), Ok("video".into()));
-        assert_eq!(parse("other"), Ok("other".into()));
-        let e = parse("movie").unwrap_err();
-        assert!(e.contains("video, audio, image"), "{e}");
     }
 }

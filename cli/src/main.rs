@@ -128,7 +128,7 @@ enum Command {
     Search {
         /// Words to look for in titles, names, tags and descriptions.
         text: Vec<String>,
-        #[arg(long, value_parser = kind::parse)]
+        #[arg(long, ignore_case = true, value_parser = kind_parser())]
         kind: Option<String>,
         /// Repeat for several: files with every one.
         #[arg(long = "tag", value_name = "TAG")]
@@ -145,8 +145,10 @@ enum Command {
         /// Shared since: 2026-11-01 (UTC midnight), Unix seconds, or an age like 24h, 7d, 2w.
         #[arg(long, value_parser = parse_since)]
         since: Option<i64>,
+        /// Which page of results, from 1.
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         page: Option<u32>,
+        /// Results per page (the controller caps it).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         per_page: Option<u32>,
         /// The controller's results as JSON (relevance, availability and score per hit).
@@ -171,9 +173,9 @@ enum Command {
         #[arg(long)]
         title: Option<String>,
         /// Default: detected from the file's first bytes and its extension.
-        #[arg(long, value_parser = kind::parse)]
+        #[arg(long, ignore_case = true, value_parser = kind_parser())]
         kind: Option<String>,
-        /// Repeat for several; lowercased.
+        /// Repeat for several; lowercased, inner spaces become `-`.
         #[arg(long = "tag", value_name = "TAG")]
         tags: Vec<String>,
         #[arg(long)]
@@ -316,6 +318,13 @@ enum UsersCommand {
 
 fn parse_size(s: &str) -> Result<u64, String> {
     trove_common::units::parse_bytes(s).map_err(|e| e.to_string())
+}
+
+/// `--kind`: one of [`trove_common::api::KINDS`], any case (listed in `--help` and in the
+/// error for anything else), passed on in lowercase.
+fn kind_parser() -> impl clap::builder::TypedValueParser<Value = String> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(trove_common::api::KINDS).map(|k| k.to_lowercase())
 }
 
 fn parse_since(s: &str) -> Result<i64, String> {
@@ -748,7 +757,11 @@ mod tests {
         let parse = |args: &[&str]| Cli::try_parse_from(std::iter::once("trove").chain(args.iter().copied()));
         assert!(parse(&["share", "f", "--kind", "video", "--tag", "a", "--tag", "b"]).is_ok());
         let e = parse(&["share", "f", "--kind", "movie"]).err().unwrap().to_string();
-        assert!(e.contains("not a kind") && e.contains("document"), "{e}");
+        assert!(e.contains("movie") && e.contains("document"), "{e}");
+        match parse(&["search", "--kind", "Video"]).map(|c| c.command) {
+            Ok(Command::Search { kind, .. }) => assert_eq!(kind.as_deref(), Some("video")),
+            _ => panic!("--kind Video"),
+        }
         assert!(parse(&["search", "two", "words", "--since", "7d", "--min-size", "10MiB"]).is_ok());
         let e = parse(&["search", "--since", "last tuesday"]).err().unwrap().to_string();
         assert!(e.contains("24h"), "{e}");

@@ -162,7 +162,7 @@ mod tests {
         let q = Query {
             text: Some("\"debian-12\" OR 1=1; <b>".into()),
             kind: Some("software".into()),
-            tags: vec!["sci-fi".into(), "science fiction".into()],
+            tags: vec!["sci-fi".into(), "a+b c".into()],
             owner: Some("al&ice".into()),
             min_size: Some(10 << 20),
             max_size: Some(2 << 30),
@@ -172,7 +172,7 @@ mod tests {
         };
         assert_eq!(
             q.path(),
-            "/search?q=%22debian-12%22+OR+1%3D1%3B+%3Cb%3E&kind=software&tag=sci-fi&tag=science+fiction\
+            "/search?q=%22debian-12%22+OR+1%3D1%3B+%3Cb%3E&kind=software&tag=sci-fi&tag=a%2Bb+c\
              &owner=al%26ice&min_size=10485760&max_size=2147483648&since=1793491200&page=2&per_page=50"
         );
     }

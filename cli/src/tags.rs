@@ -1,6 +1,8 @@
-//! Tags as the controller keeps them: lowercase, trimmed, inner spaces collapsed, each once,
-//! within [`TAG_BYTES_MAX`] and [`TAGS_MAX`]. `share` and `search` both pass theirs through
-//! [`normalize`], so `--tag Sci-Fi` finds what `--tag " sci-fi"` shared.
+//! Tags as the controller keeps them: lowercase, trimmed, inner spaces turned into one `-`
+//! (the controller's `text::normalize_tag`), each once, within [`TAG_BYTES_MAX`] and
+//! [`TAGS_MAX`]. `share` and `search` both pass theirs through [`normalize`], so
+//! `--tag "Sci Fi"` finds what `--tag sci-fi` shared, and the limits are checked on the form
+//! the controller stores.
 
 use trove_common::api::{TAG_BYTES_MAX, TAGS_MAX};
 
@@ -9,7 +11,7 @@ use trove_common::api::{TAG_BYTES_MAX, TAGS_MAX};
 pub fn normalize(tags: &[String]) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::with_capacity(tags.len());
     for raw in tags {
-        let tag = raw.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase();
+        let tag = raw.split_whitespace().collect::<Vec<_>>().join("-").to_lowercase();
         if tag.is_empty() {
             return Err("a tag cannot be empty".into());
         }
@@ -46,7 +48,10 @@ mod tests {
     fn tags_are_lowercased_trimmed_and_kept_once() {
         check(&[], Ok(&[]));
         check(&[" Sci-Fi ", "sci-fi", "SCI-FI", "beach"], Ok(&["sci-fi", "beach"]));
-        check(&["Science   Fiction", "science fiction"], Ok(&["science fiction"]));
+        check(
+            &["Science   Fiction", "science-fiction", "sci fi"],
+            Ok(&["science-fiction", "sci-fi"]),
+        );
         check(&["Été"], Ok(&["été"]));
     }
 
