@@ -10,9 +10,21 @@ check:
 test:
     cargo build --workspace --bins && cargo test --workspace
 
+# Every benchmark, one after another: data plane, announce ingest, search, appliance footprint.
+bench:
+    just bench-data-plane
+    just bench-ingest
+    just bench-search
+    just bench-appliance
+
 # Data-plane benchmark: trove vs nginx+curl and nginx+aria2c (needs nginx-light, curl, aria2, bc).
-bench size_mib="1024" runs="3":
+bench-data-plane size_mib="1024" runs="3":
     bench/data-plane.sh {{size_mib}} {{runs}}
+
+# Search latency (median, p99) over 100,000 and 1,000,000 files on SQLite, availability ranking on.
+bench-search sizes="100000,1000000" queries="1000":
+    cargo build --release --bins
+    target/release/bench-search {{sizes}} {{queries}}
 
 # Announce-path benchmark: have deltas through the broker into SQLite and PostgreSQL.
 bench-ingest changes="1000000" nodes="8":

@@ -694,7 +694,12 @@ where
     S: AsRef<OsStr>,
 {
     let mut cmd = Command::new(bin("trove"));
-    cmd.args(args).env("NO_COLOR", "1").stdin(Stdio::null());
+    // Never the stored logins of whoever runs the tests: a config directory of no one.
+    let no_config = std::env::temp_dir().join("trove-tests-no-config");
+    cmd.args(args)
+        .env("NO_COLOR", "1")
+        .env("XDG_CONFIG_HOME", no_config)
+        .stdin(Stdio::null());
     cmd
 }
 

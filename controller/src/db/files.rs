@@ -61,6 +61,11 @@ pub struct SearchQuery {
     pub limit: u64,
 }
 
+/// Shares a search ranks: the most relevant matches (for a listing without words, the newest).
+/// Ranking by availability is exact among them; beyond them a query is too broad to page
+/// through anyway, and bounding them keeps a common word from sorting half the catalogue.
+pub const SEARCH_CANDIDATES: u32 = 2000;
+
 /// One ranked result: the file, its relevance in (0, 1], and its score.
 pub struct Ranked {
     pub file_id: FileId,
@@ -226,7 +231,8 @@ impl Db {
     /// `relevance × (0.5 + 0.5 × min(availability, 3) / 3)`: a file on three live appliances
     /// keeps its whole relevance, one on a single appliance two thirds of it. Files with
     /// availability 0 cannot be downloaded now: they sink below every available file. Ties go
-    /// to the newest share, then the file ID.
+    /// to the newest share, then the file ID. Only the [`SEARCH_CANDIDATES`] best matches
+    /// are ranked, and `total` counts at most that many.
     pub async fn search(&self, q: &SearchQuery, viewer: i64) -> anyhow::Result<(Vec<Ranked>, u64)> {
         // Placeholders are numbered by hand in both dialects: SQLite here uses `?NNN`, which
         // binds by number like PostgreSQL's `$NNN` (statements are small, so the name lookup
@@ -251,10 +257,12 @@ impl Db {
                 Backend::Sqlite => {
                     let m = p(Arg::Text(crate::text::fts5_query(&q.words)));
                     // FTS5's rank (bm25) only exists in a query that scans the index itself:
-                    // materialise that scan before joining and grouping.
+                    // materialise that scan before joining and grouping. Its own top-N by
+                    // rank is cheap (no join per match), and leaves room for filters.
                     ctes = format!(
                         "fts AS MATERIALIZED (SELECT rowid AS id, CAST(-rank AS DOUBLE PRECISION) AS rel \
-                         FROM share_search WHERE share_search MATCH {m}), "
+                         FROM share_search WHERE share_search MATCH {m} ORDER BY rank LIMIT {}), ",
+                        4 * SEARCH_CANDIDATES
                     );
                     format!(
                         "SELECT s.id AS share_id, s.file_id, s.created_at, fts.rel FROM fts JOIN shares s ON s.id = fts.id \
@@ -302,7 +310,7 @@ impl Db {
         let limit = p(Arg::Int(clamp_i64(q.limit)));
         let offset = p(Arg::Int(clamp_i64(q.offset)));
         let sql = format!(
-            "WITH {ctes}m AS ({matched}{share_filters}), \
+            "WITH {ctes}m AS ({matched}{share_filters} ORDER BY rel DESC, s.id DESC LIMIT {SEARCH_CANDIDATES}), \
              g AS (SELECT file_id, MAX(rel) AS rel, MAX(created_at) AS newest FROM m GROUP BY file_id), \
              r AS (SELECT f.id, f.availability AS a, g.newest, COALESCE(g.rel / NULLIF(MAX(g.rel) OVER (), 0), 1.0) AS relevance \
                    FROM g JOIN files f ON f.id = g.file_id WHERE true{file_filters}) \
