@@ -174,8 +174,17 @@ async fn put_to_node(
             if rx.is_empty() {
                 writer.flush().await?;
             }
-            if sent_tx.send((req, chunk, bytes.len() as u64)).await.is_err() {
-                break;
+            // Never wait for replies with requests still in our buffer: the node cannot answer
+            // what it has not seen, and would wait for us as we wait for it.
+            match sent_tx.try_send((req, chunk, bytes.len() as u64)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    writer.flush().await?;
+                    if sent_tx.send(item).await.is_err() {
+                        break;
+                    }
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
             }
         }
         writer.flush().await?;
