@@ -197,10 +197,9 @@ impl Db {
             }
             q = q.bind(viewer);
             for r in q.fetch_all(&self.pool).await? {
-                let Ok(bytes) = <[u8; 32]>::try_from(r.get::<Vec<u8>, _>(0)) else {
+                let Some(file_id) = file_id_at(&r, 0) else {
                     continue;
                 };
-                let file_id = FileId(trove_common::Hash32(bytes));
                 let facts = files.entry(file_id).or_insert_with(|| FileFacts {
                     file_id,
                     size: r.get::<i64, _>(1).max(0) as u64,
@@ -332,9 +331,8 @@ impl Db {
         let ranked = rows
             .iter()
             .filter_map(|r| {
-                let bytes = <[u8; 32]>::try_from(r.get::<Vec<u8>, _>(0)).ok()?;
                 Some(Ranked {
-                    file_id: FileId(trove_common::Hash32(bytes)),
+                    file_id: file_id_at(r, 0)?,
                     relevance: r.get(1),
                     score: r.get(2),
                 })
@@ -381,9 +379,8 @@ impl Db {
         Ok(rows
             .iter()
             .filter_map(|r| {
-                let bytes = <[u8; 32]>::try_from(r.get::<Vec<u8>, _>(0)).ok()?;
                 Some(MyShare {
-                    file_id: FileId(trove_common::Hash32(bytes)).to_string(),
+                    file_id: file_id_at(r, 0)?.to_string(),
                     title: r.get(1),
                     kind: r.get(2),
                     size: r.get::<i64, _>(3).max(0) as u64,
@@ -414,8 +411,7 @@ impl Db {
         Ok(rows
             .iter()
             .filter_map(|r| {
-                let bytes = <[u8; 32]>::try_from(r.get::<Vec<u8>, _>(0)).ok()?;
-                let id = FileId(trove_common::Hash32(bytes)).to_string();
+                let id = file_id_at(r, 0)?.to_string();
                 let title: Option<String> = r.get(3);
                 Some(MyEvent {
                     title: title.unwrap_or_else(|| format!("{}… (gone)", &id[..12])),
@@ -470,15 +466,7 @@ impl Db {
         .await?;
         Ok(rows
             .iter()
-            .filter_map(|r| {
-                let a = <[u8; 32]>::try_from(r.get::<Vec<u8>, _>(0)).ok()?;
-                let b = <[u8; 32]>::try_from(r.get::<Vec<u8>, _>(1)).ok()?;
-                Some((
-                    FileId(trove_common::Hash32(a)),
-                    FileId(trove_common::Hash32(b)),
-                    r.get::<i64, _>(2).max(0) as u64,
-                ))
-            })
+            .filter_map(|r| Some((file_id_at(r, 0)?, file_id_at(r, 1)?, r.get::<i64, _>(2).max(0) as u64)))
             .collect())
     }
 
@@ -493,10 +481,7 @@ impl Db {
         .await?;
         Ok(rows
             .iter()
-            .filter_map(|r| {
-                let a = <[u8; 32]>::try_from(r.get::<Vec<u8>, _>(0)).ok()?;
-                Some((FileId(trove_common::Hash32(a)), r.get::<i64, _>(1).max(0) as u64))
-            })
+            .filter_map(|r| Some((file_id_at(r, 0)?, r.get::<i64, _>(1).max(0) as u64)))
             .collect())
     }
 
@@ -511,14 +496,7 @@ impl Db {
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                Some(FileId(trove_common::Hash32(
-                    <[u8; 32]>::try_from(r.get::<Vec<u8>, _>(0)).ok()?,
-                )))
-            })
-            .collect())
+        Ok(rows.iter().filter_map(|r| file_id_at(r, 0)).collect())
     }
 
     // ---- availability ----
@@ -612,6 +590,11 @@ impl Db {
         tx.commit().await?;
         Ok((removed, file_removed))
     }
+}
+
+/// The file ID in column `i` (`None` if it is not 32 bytes, which this module never writes).
+fn file_id_at(r: &sqlx::any::AnyRow, i: usize) -> Option<FileId> {
+    Some(FileId(trove_common::Hash32(r.get::<Vec<u8>, _>(i).try_into().ok()?)))
 }
 
 enum Arg {
