@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rumqttc::{AsyncClient, QoS};
@@ -34,6 +34,8 @@ pub struct App {
     pub logins: crate::accounts::LoginLimiter,
     /// Chunks whose files' availability must be recomputed (see `availability.rs`).
     pub availability_dirty: Mutex<HashSet<ChunkId>>,
+    /// MQTT messages received and not yet applied: repair waits a little while this is not 0.
+    pub ingest_queued: AtomicUsize,
     secrets: Mutex<HashMap<NodeId, NodeSecret>>,
     last_command_id: AtomicU64,
 }
@@ -152,6 +154,7 @@ impl App {
             wake_inventory: Notify::new(),
             logins: crate::accounts::LoginLimiter::default(),
             availability_dirty: Mutex::new(HashSet::new()),
+            ingest_queued: AtomicUsize::new(0),
             secrets: Mutex::new(HashMap::new()),
             // Strictly increasing across restarts too: nodes ignore IDs they have passed.
             last_command_id: AtomicU64::new(now_ms() * 1000),

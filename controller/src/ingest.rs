@@ -4,6 +4,7 @@
 //! bounded queue, so slow database writes never stall keep-alives. Every message must open
 //! with its node's secret (MAC over topic and body) or it is dropped with a logged reason.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -11,9 +12,11 @@ use std::time::Duration;
 use rumqttc::{Event, EventLoop, Packet, QoS};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+use trove_common::NodeId;
 use trove_common::control::{self, ControllerState, Have, NodeEvent, NodeInfo, NodeState, Outcome};
 
 use crate::app::{App, now_s};
+use crate::db::HaveDelta;
 
 /// Messages waiting for the database.
 const INGEST_QUEUE_MAX: usize = 4096;
@@ -33,6 +36,7 @@ pub async fn run(app: Arc<App>, mut events: EventLoop) {
                 }
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
+                app.ingest_queued.fetch_add(1, Ordering::Relaxed);
                 if tx.send((p.topic, p.payload.to_vec())).await.is_err() {
                     return;
                 }
@@ -70,14 +74,171 @@ async fn on_connect(app: &App) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `have` messages applied in one transaction at most. Only what is already queued is
+/// grouped (nothing waits for a group to fill), so this bounds how long one transaction holds
+/// the write lock and how much one failure retries message by message.
+const HAVE_GROUP_MAX: usize = 16;
+
+/// What ingest must know of a node to check a `have`'s sequence. Only ingest writes a node's
+/// `boot_id` and `have_seq`, so this is kept here instead of read back for every message;
+/// an entry is dropped whenever its node's state changes or a write fails.
+#[derive(Clone, Copy)]
+struct HaveSeq {
+    num: i64,
+    boot_id: Option<i64>,
+    have_seq: i64,
+}
+
+struct Opened {
+    node: NodeId,
+    have: Have,
+}
+
 async fn process(app: Arc<App>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
-    while let Some((topic, payload)) = rx.recv().await {
-        app.metrics.mqtt_messages.fetch_add(1, Ordering::Relaxed);
-        if let Err(reason) = handle(&app, &topic, &payload).await {
-            app.metrics.mqtt_rejected.fetch_add(1, Ordering::Relaxed);
-            warn!(%topic, %reason, "ignored MQTT message");
+    let mut seqs: HashMap<NodeId, HaveSeq> = HashMap::new();
+    let mut queued = Vec::with_capacity(HAVE_GROUP_MAX);
+    let mut group = Vec::with_capacity(HAVE_GROUP_MAX);
+    while let Some(first) = rx.recv().await {
+        queued.push(first);
+        while queued.len() < HAVE_GROUP_MAX {
+            match rx.try_recv() {
+                Ok(m) => queued.push(m),
+                Err(_) => break,
+            }
+        }
+        let taken = queued.len();
+        for (topic, payload) in queued.drain(..) {
+            app.metrics.mqtt_messages.fetch_add(1, Ordering::Relaxed);
+            let result = match control::parse_node_topic(&topic) {
+                Some((node, "have")) => open_have(&app, node, &topic, &payload).await.map(|h| {
+                    if let Some(h) = h {
+                        group.push(h);
+                    }
+                }),
+                parsed => {
+                    // Everything else is ordered after the `have`s before it (a new boot must
+                    // not be applied before the deltas of the old one).
+                    apply_haves(&app, &mut seqs, &mut group).await;
+                    if let Some((node, "state")) = parsed {
+                        seqs.remove(&node);
+                    }
+                    handle(&app, &topic, &payload).await
+                }
+            };
+            if let Err(reason) = result {
+                app.metrics.mqtt_rejected.fetch_add(1, Ordering::Relaxed);
+                warn!(%topic, %reason, "ignored MQTT message");
+            }
+        }
+        apply_haves(&app, &mut seqs, &mut group).await;
+        app.ingest_queued.fetch_sub(taken, Ordering::Relaxed);
+    }
+}
+
+/// Opens and checks a `have`; `None` for an empty (retained-clearing) message.
+async fn open_have(app: &App, node: NodeId, topic: &str, payload: &[u8]) -> anyhow::Result<Option<Opened>> {
+    if payload.is_empty() {
+        return Ok(None);
+    }
+    let secret = app
+        .secret(&node)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("unknown node {node}"))?;
+    let have: Have = secret.open(topic, payload)?;
+    if have.added.len() + have.removed.len() > control::HAVE_BATCH_MAX {
+        anyhow::bail!(
+            "have delta of {} changes is over the batch limit",
+            have.added.len() + have.removed.len()
+        );
+    }
+    Ok(Some(Opened { node, have }))
+}
+
+/// Applies a group of `have`s in one transaction; if that fails, each on its own, so one bad
+/// message costs only itself.
+async fn apply_haves(app: &App, seqs: &mut HashMap<NodeId, HaveSeq>, group: &mut Vec<Opened>) {
+    if group.is_empty() {
+        return;
+    }
+    if group.len() > 1 {
+        match apply_group(app, seqs, group).await {
+            Ok(()) => {
+                group.clear();
+                return;
+            }
+            Err(e) => {
+                seqs.clear();
+                warn!(error = %e, messages = group.len(), "applying a group of have messages failed; one by one");
+            }
         }
     }
+    for one in group.drain(..) {
+        if let Err(reason) = apply_group(app, seqs, std::slice::from_ref(&one)).await {
+            seqs.remove(&one.node);
+            app.metrics.mqtt_rejected.fetch_add(1, Ordering::Relaxed);
+            warn!(node = %one.node, %reason, "ignored have message");
+        }
+    }
+}
+
+async fn apply_group(app: &App, seqs: &mut HashMap<NodeId, HaveSeq>, group: &[Opened]) -> anyhow::Result<()> {
+    // Sequence checks run in message order on a copy, kept only once the transaction commits.
+    let mut next: HashMap<NodeId, HaveSeq> = HashMap::new();
+    let mut deltas = Vec::with_capacity(group.len());
+    let mut gaps = Vec::new();
+    for Opened { node, have } in group {
+        let seq = match next.get(node).or_else(|| seqs.get(node)) {
+            Some(s) => *s,
+            None => {
+                let row = app
+                    .db
+                    .node(node)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("node {node} vanished"))?;
+                HaveSeq {
+                    num: row.num,
+                    boot_id: row.boot_id,
+                    have_seq: row.have_seq,
+                }
+            }
+        };
+        let gap = seq.boot_id != Some(have.boot_id as i64) || have.seq as i64 != seq.have_seq + 1;
+        if gap {
+            gaps.push((*node, have.seq, seq.have_seq));
+        }
+        next.insert(
+            *node,
+            HaveSeq {
+                have_seq: have.seq as i64,
+                ..seq
+            },
+        );
+        deltas.push(HaveDelta {
+            node,
+            num: seq.num,
+            seq: have.seq as i64,
+            gap,
+            added: &have.added,
+            removed: &have.removed,
+        });
+    }
+    app.db.apply_haves(&deltas).await?;
+    seqs.extend(next);
+    let changes: usize = group.iter().map(|o| o.have.added.len() + o.have.removed.len()).sum();
+    app.metrics.have_changes.fetch_add(changes as u64, Ordering::Relaxed);
+    for (node, seq, last) in &gaps {
+        debug!(%node, seq, last, "have sequence gap: will pull the inventory");
+    }
+    if !gaps.is_empty() {
+        app.wake_inventory.notify_one();
+    }
+    app.touch_chunks(
+        group
+            .iter()
+            .flat_map(|o| o.have.added.iter().chain(&o.have.removed))
+            .copied(),
+    );
+    Ok(())
 }
 
 async fn handle(app: &App, topic: &str, payload: &[u8]) -> anyhow::Result<()> {
@@ -136,30 +297,6 @@ async fn handle(app: &App, topic: &str, payload: &[u8]) -> anyhow::Result<()> {
                     &i.board,
                 )
                 .await?;
-        }
-        "have" => {
-            let h: Have = secret.open(topic, payload)?;
-            if h.added.len() + h.removed.len() > control::HAVE_BATCH_MAX {
-                anyhow::bail!(
-                    "have delta of {} changes is over the batch limit",
-                    h.added.len() + h.removed.len()
-                );
-            }
-            let row = app
-                .db
-                .node(&node)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("node {node} vanished"))?;
-            let gap = row.boot_id != Some(h.boot_id as i64) || h.seq as i64 != row.have_seq + 1;
-            app.db.apply_have(&row, h.seq as i64, gap, &h.added, &h.removed).await?;
-            app.metrics
-                .have_changes
-                .fetch_add((h.added.len() + h.removed.len()) as u64, Ordering::Relaxed);
-            if gap {
-                debug!(%node, seq = h.seq, last = row.have_seq, "have sequence gap: will pull the inventory");
-                app.wake_inventory.notify_one();
-            }
-            app.touch_chunks(h.added.iter().chain(&h.removed).copied());
         }
         "events" => {
             let e: NodeEvent = secret.open(topic, payload)?;

@@ -21,6 +21,9 @@ use crate::plan::{self, Action, NodeFacts};
 const REPAIR_TICK: Duration = Duration::from_millis(500);
 /// The least time between two repair passes, however often something wakes the loop.
 const REPAIR_PASS_GAP: Duration = Duration::from_millis(250);
+/// The longest a pass waits for queued ingest to be applied.
+const REPAIR_DEFER_MAX: Duration = Duration::from_secs(2);
+const REPAIR_DEFER_POLL: Duration = Duration::from_millis(20);
 /// A full pass over every chunk at least this often, whatever was marked.
 const FULL_PASS_INTERVAL: Duration = Duration::from_secs(30);
 /// Orders sent per repair pass (a pass runs at most every tick or when woken).
@@ -44,6 +47,14 @@ pub async fn repair_loop(app: Arc<App>) {
         tokio::select! {
             _ = app.wake_repair.notified() => {}
             _ = tokio::time::sleep(REPAIR_TICK) => {}
+        }
+        // During an announce storm every holder's `have` marks the same chunks in turn, and a
+        // pass in between sees a chunk with some of its holders not yet recorded (and orders
+        // copies they already have): while ingest has messages queued, let it catch up first,
+        // for a bounded time so repair is never held off for long.
+        let deferred = tokio::time::Instant::now();
+        while app.ingest_queued.load(Ordering::Relaxed) > 0 && deferred.elapsed() < REPAIR_DEFER_MAX {
+            tokio::time::sleep(REPAIR_DEFER_POLL).await;
         }
         if let Err(e) = repair_pass(&app, &mut last_full).await {
             warn!(error = %e, "repair pass failed");

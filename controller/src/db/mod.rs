@@ -16,7 +16,7 @@ mod fleet;
 mod people;
 
 pub use files::{FileFacts, FileRow, SearchQuery, ShareMeta};
-pub use fleet::{ChunkState, NodeRow};
+pub use fleet::{ChunkState, HaveDelta, NodeRow};
 
 use anyhow::Context;
 use sqlx::AnyPool;
@@ -80,7 +80,14 @@ impl Db {
                 })
             });
         } else {
-            opts = opts.max_connections(8);
+            opts = opts.max_connections(8).after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Fresh tables have no statistics, so their row estimates are wild and JIT
+                    // compilation kicks in: 225 ms to compile a 25 ms repair read.
+                    sqlx::query("SET jit = off").execute(&mut *conn).await?;
+                    Ok(())
+                })
+            });
         }
         let pool = opts
             .connect(url)
