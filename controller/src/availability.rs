@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tracing::{debug, warn};
@@ -15,12 +16,20 @@ use trove_common::{ChunkId, NodeId};
 use crate::app::App;
 
 const TICK: Duration = Duration::from_secs(1);
+/// Availability only orders search results: during an announce storm it waits for ingest (which
+/// needs SQLite's one write lock far more), up to this long.
+const DEFER_MAX: Duration = Duration::from_secs(10);
+const DEFER_POLL: Duration = Duration::from_millis(50);
 const FILES_PER_PAGE: u32 = 2000;
 
 pub async fn availability_loop(app: Arc<App>) {
     let mut online: Option<BTreeSet<NodeId>> = None;
     loop {
         tokio::time::sleep(TICK).await;
+        let deferred = tokio::time::Instant::now();
+        while app.ingest_queued.load(Ordering::Relaxed) > 0 && deferred.elapsed() < DEFER_MAX {
+            tokio::time::sleep(DEFER_POLL).await;
+        }
         if let Err(e) = refresh(&app, &mut online).await {
             warn!(error = %e, "availability refresh failed; will retry");
             online = None;
