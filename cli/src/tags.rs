@@ -1,17 +1,16 @@
-//! Tags as the controller keeps them: lowercase, trimmed, inner spaces turned into one `-`
-//! (the controller's `text::normalize_tag`), each once, within [`TAG_BYTES_MAX`] and
+//! Tags as the controller keeps them ([`normalize_tag`]), each once, within [`TAG_BYTES_MAX`] and
 //! [`TAGS_MAX`]. `share` and `search` both pass theirs through [`normalize`], so
 //! `--tag "Sci Fi"` finds what `--tag sci-fi` shared, and the limits are checked on the form
 //! the controller stores.
 
-use trove_common::api::{TAG_BYTES_MAX, TAGS_MAX};
+use trove_common::api::{TAG_BYTES_MAX, TAGS_MAX, normalize_tag};
 
 /// The tags as they will be sent, in the order first given; an error a person can act on
 /// for an empty or over-long tag, or too many.
 pub fn normalize(tags: &[String]) -> Result<Vec<String>, String> {
     let mut out: Vec<String> = Vec::with_capacity(tags.len());
     for raw in tags {
-        let tag = raw.split_whitespace().collect::<Vec<_>>().join("-").to_lowercase();
+        let tag = normalize_tag(raw);
         if tag.is_empty() {
             return Err("a tag cannot be empty".into());
         }

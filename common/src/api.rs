@@ -117,6 +117,12 @@ pub const TAG_BYTES_MAX: usize = 64;
 pub const TITLE_BYTES_MAX: usize = 512;
 pub const DESCRIPTION_BYTES_MAX: usize = 4096;
 
+/// A tag as stored and matched: trimmed, lowercased, inner whitespace as single dashes. The
+/// controller stores this form and the CLI checks its limits on it, so both use this one.
+pub fn normalize_tag(tag: &str) -> String {
+    tag.split_whitespace().collect::<Vec<_>>().join("-").to_lowercase()
+}
+
 /// One person's share of a file: who, and what they said of it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShareView {

@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use trove_common::api::{
     ApiErrorBody, ChunkStatus, DESCRIPTION_BYTES_MAX, EnrollRequest, Enrollment, FileStatus, FileView, Health, KINDS,
     NodeView, REPLICAS_TARGET, RepairView, ShareRequest, ShareResponse, TAG_BYTES_MAX, TAGS_MAX, TITLE_BYTES_MAX,
-    Upload,
+    Upload, normalize_tag,
 };
 use trove_common::control::{JoinToken, NodeSecret};
 use trove_common::{ChunkId, FileId, Manifest, NodeId, hex};
@@ -215,7 +215,7 @@ async fn nodes(State(app): State<Arc<App>>, _caller: Caller) -> Result<Json<Vec<
     ))
 }
 
-fn parse_file_id(id: &str) -> Result<FileId, ApiError> {
+pub fn parse_file_id(id: &str) -> Result<FileId, ApiError> {
     id.parse()
         .map_err(|e| ApiError::BadRequest(format!("{id:?} is not a file ID: {e}")))
 }
@@ -318,7 +318,7 @@ fn share_meta(req: &ShareRequest) -> Result<ShareMeta, ApiError> {
     }
     let mut tags: Vec<String> = Vec::new();
     for t in &req.tags {
-        let t = text::normalize_tag(t);
+        let t = normalize_tag(t);
         if t.is_empty() || t.len() > TAG_BYTES_MAX {
             return bad(format!("a tag has 1 to {TAG_BYTES_MAX} bytes: {t:?}"));
         }

@@ -55,7 +55,7 @@ fn parse_search(raw: Option<&str>) -> Result<(SearchQuery, u32, u32), ApiError> 
                 }
                 q.kind = Some(kind);
             }
-            "tag" if !value.is_empty() => q.tags.push(text::normalize_tag(value)),
+            "tag" if !value.is_empty() => q.tags.push(trove_common::api::normalize_tag(value)),
             "owner" if !value.is_empty() => q.owner = Some(value.trim().to_owned()),
             "min_size" if !value.is_empty() => q.min_size = Some(number("min_size", value)?),
             "max_size" if !value.is_empty() => q.max_size = Some(number("max_size", value)?),
@@ -141,9 +141,7 @@ async fn record_event(
             req.kind
         )));
     }
-    let id: FileId = id
-        .parse()
-        .map_err(|e| ApiError::BadRequest(format!("{id:?} is not a file ID: {e}")))?;
+    let id = crate::api::parse_file_id(&id)?;
     if app.db.visible_file(&id, caller.user_id).await?.is_none() {
         return Err(ApiError::NotFound(format!("no file {id}")));
     }

@@ -58,11 +58,6 @@ pub fn tsquery(words: &[String]) -> String {
     words.iter().map(|w| format!("{w}:*")).collect::<Vec<_>>().join(" & ")
 }
 
-/// A tag as stored and matched: trimmed, lowercased, inner whitespace as single dashes.
-pub fn normalize_tag(tag: &str) -> String {
-    tag.split_whitespace().collect::<Vec<_>>().join("-").to_lowercase()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,7 +97,10 @@ mod tests {
 
     #[test]
     fn tags_normalise() {
-        assert_eq!(normalize_tag("  Science  Fiction "), "science-fiction");
+        assert_eq!(
+            trove_common::api::normalize_tag("  Science  Fiction "),
+            "science-fiction"
+        );
         assert_eq!(search_text("The Matrix", "", &["sci-fi".into()]), "the matrix sci fi");
     }
 }
