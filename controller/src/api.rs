@@ -47,6 +47,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/repair", get(repair))
         .merge(crate::accounts::routes())
         .merge(crate::search::routes())
+        .merge(crate::gateway::routes())
+        .merge(crate::web::routes())
         .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(MANIFEST_HEX_MAX + 4096))
         .with_state(app)
@@ -109,7 +111,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The caller, from the bearer token.
+/// The caller, from the bearer token; for GET and HEAD also from the dashboard's session
+/// cookie, so pages can play content and scripts can read the API. State-changing API calls
+/// never accept the cookie: they would be open to cross-site request forgery.
 pub struct Caller {
     pub user_id: i64,
     pub name: String,
@@ -129,7 +133,11 @@ impl FromRequestParts<Arc<App>> for Caller {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::trim)
-            .filter(|t| !t.is_empty());
+            .filter(|t| !t.is_empty())
+            .or_else(|| {
+                let safe = parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD;
+                safe.then(|| crate::web::session_cookie(&parts.headers)).flatten()
+            });
         let Some(token) = token else {
             app.metrics.http_unauthorized.fetch_add(1, Ordering::Relaxed);
             return Err(ApiError::NoToken);

@@ -10,6 +10,7 @@ mod app;
 mod availability;
 mod broker;
 mod db;
+mod gateway;
 mod ingest;
 mod local;
 mod metrics;
@@ -18,6 +19,7 @@ mod provision;
 mod repair;
 mod search;
 mod text;
+mod web;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
