@@ -8,6 +8,7 @@
 //! - [`wire`]: the data-plane protocol v1 (handshake, frames, messages), sans-IO.
 //! - [`schedule`]: the download scheduler, a sans-IO state machine.
 //! - `net` and `download` (feature `tokio`): the thin async drivers around the two above.
+//! - `kind` (feature `kind`): a shared file's kind from its first bytes and name.
 //!
 //! Everything except `net` and `download` compiles without `std` (with `alloc`), so that a
 //! microcontroller-class appliance can share the protocol and addressing code. Those modules
@@ -30,6 +31,8 @@ pub mod wire;
 
 #[cfg(feature = "tokio")]
 pub mod download;
+#[cfg(feature = "kind")]
+pub mod kind;
 #[cfg(feature = "tokio")]
 pub mod net;
 
