@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod browser;
 pub use trove_common;
 use trove_common::grant::SigningKey;
 use trove_common::{ChunkId, Manifest, ManifestBuilder, NodeId};
