@@ -174,7 +174,8 @@ async fn issue_token(app: &App, user_id: i64, label: &str) -> Result<(String, St
     Ok((token, id))
 }
 
-async fn profile(app: &App, name: &str, viewer: i64) -> Result<UserView, ApiError> {
+/// `name`'s profile as `viewer` sees it; no such user is `NotFound`.
+pub async fn profile(app: &App, name: &str, viewer: i64) -> Result<UserView, ApiError> {
     app.db
         .user_view(name, viewer)
         .await?
@@ -182,12 +183,19 @@ async fn profile(app: &App, name: &str, viewer: i64) -> Result<UserView, ApiErro
 }
 
 async fn signup(State(app): State<Arc<App>>, Json(req): Json<SignupRequest>) -> Result<Json<LoginResponse>, ApiError> {
+    Ok(Json(sign_up(&app, req, "signup").await?))
+}
+
+/// Signs someone up and logs them in with a new token labelled `label`. The API's sign-up
+/// and the dashboard's.
+pub async fn sign_up(app: &App, req: SignupRequest, label: &str) -> Result<LoginResponse, ApiError> {
     check_name(&req.name)?;
     check_password(&req.password)?;
     let display = req
         .display_name
         .as_deref()
         .map(str::trim)
+        .filter(|d| !d.is_empty())
         .unwrap_or(&req.name)
         .to_owned();
     check_len("a display name", &display, DISPLAY_NAME_BYTES_MAX)?;
@@ -196,11 +204,11 @@ async fn signup(State(app): State<Arc<App>>, Json(req): Json<SignupRequest>) -> 
         return Err(ApiError::Conflict(format!("the name {:?} is taken", req.name)));
     };
     tracing::info!(user = %req.name, "signed up");
-    let (token, _) = issue_token(&app, user_id, "signup").await?;
-    Ok(Json(LoginResponse {
+    let (token, _) = issue_token(app, user_id, label).await?;
+    Ok(LoginResponse {
         token,
-        user: profile(&app, &req.name, user_id).await?,
-    }))
+        user: profile(app, &req.name, user_id).await?,
+    })
 }
 
 async fn login(
@@ -208,7 +216,13 @@ async fn login(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(req): Json<LoginRequest>,
 ) -> Result<Json<LoginResponse>, ApiError> {
-    let ip = peer.ip();
+    Ok(Json(log_in(&app, peer.ip(), req).await?))
+}
+
+/// Checks a name and password, rate limited per name and per address `ip` (see
+/// [`LoginLimiter`]), and issues a token labelled `req.label` (default `login`). The API's
+/// login and the dashboard's.
+pub async fn log_in(app: &App, ip: IpAddr, req: LoginRequest) -> Result<LoginResponse, ApiError> {
     if let Err(wait) = app.logins.check(&req.name, ip) {
         tracing::warn!(user = %req.name, %ip, "login refused: too many failures");
         return Err(ApiError::TooManyAttempts(wait));
@@ -224,12 +238,12 @@ async fn login(
         return Err(ApiError::WrongPassword);
     };
     app.logins.succeeded(&req.name);
-    let (token, _) = issue_token(&app, creds.user_id, &label).await?;
+    let (token, _) = issue_token(app, creds.user_id, &label).await?;
     tracing::info!(user = %req.name, "logged in");
-    Ok(Json(LoginResponse {
+    Ok(LoginResponse {
         token,
-        user: profile(&app, &req.name, creds.user_id).await?,
-    }))
+        user: profile(app, &req.name, creds.user_id).await?,
+    })
 }
 
 async fn logout(State(app): State<Arc<App>>, caller: Caller) -> Result<StatusCode, ApiError> {
@@ -242,6 +256,12 @@ async fn update_me(
     caller: Caller,
     Json(req): Json<ProfileUpdate>,
 ) -> Result<Json<UserView>, ApiError> {
+    Ok(Json(update_profile(&app, &caller, req).await?))
+}
+
+/// Changes the caller's display name, bio and password. The API's `PATCH /me` and the
+/// dashboard's profile form.
+pub async fn update_profile(app: &App, caller: &Caller, req: ProfileUpdate) -> Result<UserView, ApiError> {
     let display = req.display_name.as_deref().map(str::trim);
     let bio = req.bio.as_deref().map(str::trim);
     if let Some(d) = display {
@@ -263,7 +283,7 @@ async fn update_me(
         app.db.set_password_hash(caller.user_id, &hash).await?;
     }
     app.db.set_profile(caller.user_id, display, bio).await?;
-    Ok(Json(profile(&app, &caller.name, caller.user_id).await?))
+    profile(app, &caller.name, caller.user_id).await
 }
 
 async fn tokens(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Vec<TokenView>>, ApiError> {

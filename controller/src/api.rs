@@ -237,7 +237,18 @@ async fn share(
     let bytes =
         hex::decode_vec(&req.manifest).map_err(|e| ApiError::BadRequest(format!("manifest is not hex: {e}")))?;
     let manifest = Manifest::decode_self_checked(&bytes).map_err(|e| ApiError::BadRequest(format!("manifest: {e}")))?;
-    let new_file = app.db.add_share(&manifest, caller.user_id, &meta, now_s()).await?;
+    Ok(Json(register_share(&app, &caller, &meta, &manifest).await?))
+}
+
+/// Records `caller`'s share of `manifest`'s file and says which chunks must be sent where,
+/// with a grant each. The API's share and the dashboard's upload.
+pub async fn register_share(
+    app: &App,
+    caller: &Caller,
+    meta: &ShareMeta,
+    manifest: &Manifest,
+) -> Result<ShareResponse, ApiError> {
+    let new_file = app.db.add_share(manifest, caller.user_id, meta, now_s()).await?;
     app.db.refresh_availability_of_file(&manifest.file_id()).await?;
     app.touch_chunks(manifest.chunks());
 
@@ -292,16 +303,16 @@ async fn share(
         });
     }
     tracing::info!(file = %manifest.file_id(), new_file, uploads = uploads.len(), "shared");
-    Ok(Json(ShareResponse {
+    Ok(ShareResponse {
         file_id: manifest.file_id().to_string(),
         size: manifest.size(),
         new_file,
         uploads,
-    }))
+    })
 }
 
-/// Checks and normalises what a share says.
-fn share_meta(req: &ShareRequest) -> Result<ShareMeta, ApiError> {
+/// Checks and normalises what a share says (everything but its manifest).
+pub fn share_meta(req: &ShareRequest) -> Result<ShareMeta, ApiError> {
     let bad = |m: String| Err(ApiError::BadRequest(m));
     let name = req.name.trim();
     if name.is_empty() || name.len() > TITLE_BYTES_MAX {
@@ -350,7 +361,7 @@ fn share_meta(req: &ShareRequest) -> Result<ShareMeta, ApiError> {
 
 /// A file the caller may see, the fleet, and who holds each of its chunks (in chunk order),
 /// in a few queries. A private file of someone else's is "no file", like one that never was.
-async fn file_with_holders(
+pub async fn file_with_holders(
     app: &App,
     caller: &Caller,
     id: &str,

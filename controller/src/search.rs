@@ -107,7 +107,14 @@ async fn search(
     caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<SearchResults>, ApiError> {
-    let (q, page, per_page) = parse_search(raw.as_deref())?;
+    Ok(Json(find(&app, &caller, raw.as_deref()).await?))
+}
+
+/// Runs the search a query string asks for (`q`, `kind`, `tag`..., `owner`, `min_size`,
+/// `max_size`, `since`, `page`, `per_page`), as `caller` may see it. The API's search and
+/// the dashboard's.
+pub async fn find(app: &App, caller: &Caller, raw: Option<&str>) -> Result<SearchResults, ApiError> {
+    let (q, page, per_page) = parse_search(raw)?;
     let (ranked, total) = app.db.search(&q, caller.user_id).await?;
     let ids: Vec<FileId> = ranked.iter().map(|r| r.file_id).collect();
     let facts: HashMap<FileId, FileFacts> = app
@@ -121,12 +128,12 @@ async fn search(
         .iter()
         .filter_map(|r| Some(hit(facts.get(&r.file_id)?, r.relevance, r.score)))
         .collect();
-    Ok(Json(SearchResults {
+    Ok(SearchResults {
         hits,
         total,
         page,
         per_page,
-    }))
+    })
 }
 
 async fn record_event(
@@ -150,17 +157,22 @@ async fn record_event(
 }
 
 pub async fn me(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<MeView>, ApiError> {
+    Ok(Json(me_view(&app, &caller).await?))
+}
+
+/// What `GET /api/v1/me` and the dashboard's `/me` show.
+pub async fn me_view(app: &App, caller: &Caller) -> Result<MeView, ApiError> {
     let user = app
         .db
         .user_view(&caller.name, caller.user_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("your account is gone".into()))?;
-    Ok(Json(MeView {
+    Ok(MeView {
         user,
         shares: app.db.my_shares(caller.user_id).await?,
         history: app.db.my_history(caller.user_id, HISTORY_SHOWN).await?,
         shared_bytes: app.db.shared_bytes(caller.user_id).await?,
-    }))
+    })
 }
 
 /// What recommendations are made from.
@@ -230,6 +242,13 @@ async fn recommendations(
                 .clamp(1, RECOMMENDATIONS_MAX);
         }
     }
+    Ok(Json(recommend(&app, &caller, limit).await?))
+}
+
+/// Up to `limit` files for `caller`, each with its reason. The API's recommendations and
+/// the dashboard's.
+pub async fn recommend(app: &App, caller: &Caller, limit: u32) -> Result<Vec<Recommendation>, ApiError> {
+    let limit = limit.clamp(1, RECOMMENDATIONS_MAX);
     let me = caller.user_id;
     let (history, shared) = app.db.files_of_user(me).await?;
     let have: HashSet<FileId> = history.iter().chain(&shared).copied().collect();
@@ -306,7 +325,7 @@ async fn recommendations(
             });
         }
     }
-    Ok(Json(out))
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,4 +1,3 @@
-#![allow(dead_code)] // Removed once the pages that use these helpers land.
 //! The web dashboard: server-rendered pages (askama templates in `controller/templates`,
 //! compiled into the binary) with a little JavaScript (`controller/assets`) where it helps.
 //!

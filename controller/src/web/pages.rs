@@ -1,11 +1,255 @@
-//! (Being built; see web/mod.rs.)
+//! The people's pages: sign up, log in and out, profiles, search, a file, sharing (upload)
+//! and my dashboard. URLs, IDs and classes are the contract in `docs/dashboard.md`.
+//!
+//! Pages do what the JSON API does by calling the same functions (`accounts::sign_up`,
+//! `accounts::log_in`, `search::find`, `api::register_share`, ...), so visibility, ranking,
+//! limits and rate limiting cannot drift between the two. They add only what a browser
+//! needs: forms, cookies, CSRF checks and HTML.
+//!
+//! Every response from these routes carries [`CSP`] (no inline scripts or styles: the
+//! JavaScript is `assets/trove.js`), and every POST whose `Origin` names another host is
+//! refused before it reaches a handler, on top of the per-form CSRF tokens.
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 
+use super::WebError;
+use crate::api::ApiError;
 use crate::app::App;
+
+mod accounts;
+mod file;
+mod find;
+mod mine;
+mod share;
+
+/// The Content-Security-Policy of every page: scripts, styles and media from this origin
+/// only, no plugins, no framing.
+pub const CSP: &str =
+    "default-src 'self'; media-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'";
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
+        .merge(accounts::routes())
+        .merge(find::routes())
+        .merge(file::routes())
+        .merge(share::routes())
+        .merge(mine::routes())
+        .layer(middleware::from_fn(guard))
+}
+
+/// Refuses cross-origin POSTs and adds the security headers to every answer.
+async fn guard(req: Request, next: Next) -> Response {
+    if req.method() == Method::POST && !same_origin(req.headers()) {
+        tracing::warn!(path = %req.uri().path(), "POST from another origin refused");
+        return WebError::Csrf.into_response();
+    }
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    res
+}
+
+/// True unless an `Origin` header is present and names another host than `Host` (browsers
+/// send `Origin` on every cross-site POST; `null` counts as foreign).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+/// The fields of a form (`application/x-www-form-urlencoded`) or a query string.
+pub struct Fields(Vec<(String, String)>);
+
+impl Fields {
+    pub fn parse(bytes: &[u8]) -> Fields {
+        Fields(form_urlencoded::parse(bytes).into_owned().collect())
+    }
+
+    /// The first value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The first value of `key`, or "".
+    pub fn text(&self, key: &str) -> String {
+        self.get(key).unwrap_or("").to_owned()
+    }
+
+    /// Every value of `key`.
+    pub fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0.iter().filter(move |(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Whether a checkbox `key` was ticked.
+    pub fn checked(&self, key: &str) -> bool {
+        matches!(self.get(key), Some("on" | "1" | "true" | "yes"))
+    }
+}
+
+/// A page with a status other than 200 (a form shown again with its error).
+pub fn render_status(status: StatusCode, t: &impl askama::Template) -> Response {
+    let mut res = super::render(t);
+    if res.status() == StatusCode::OK {
+        *res.status_mut() = status;
+    }
+    res
+}
+
+/// The status an API error would answer with, for a form shown again with its message.
+/// Internal errors are not shown on a form: they become the error page.
+pub fn form_error(e: ApiError) -> Result<(StatusCode, String), WebError> {
+    let status = match &e {
+        ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        ApiError::WrongPassword | ApiError::NoToken | ApiError::BadToken => StatusCode::UNAUTHORIZED,
+        ApiError::Forbidden => StatusCode::FORBIDDEN,
+        ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+        ApiError::Conflict(_) => StatusCode::CONFLICT,
+        ApiError::TooManyAttempts(_) => StatusCode::TOO_MANY_REQUESTS,
+        ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ApiError::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
+        ApiError::Internal(_) => return Err(e.into()),
+    };
+    Ok((status, e.to_string()))
+}
+
+/// Where a login may send the browser back to: a path on this site, never another site
+/// (`//evil.example` and `/\evil.example` are other sites to a browser).
+pub fn local_path(next: &str) -> String {
+    let ok = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.contains("\r\n");
+    if ok && !next.starts_with("/login") && !next.starts_with("/signup") {
+        next.to_owned()
+    } else {
+        "/".to_owned()
+    }
+}
+
+/// A byte count for people: `0 B`, `999 B`, `1.5 KiB`, `3.2 GiB`.
+pub fn bytes_h(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// Unix seconds as a UTC date and time, `2026-05-04 13:02 UTC`.
+pub fn when_h(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rest = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rest / 3600, rest % 3600 / 60)
+}
+
+/// A `YYYY-MM-DD` date as Unix seconds at its UTC midnight.
+pub fn parse_date(s: &str) -> Option<i64> {
+    let mut parts = s.trim().splitn(3, '-');
+    let y: i64 = parts.next()?.parse().ok()?;
+    let m: u32 = parts.next()?.parse().ok()?;
+    let d: u32 = parts.next()?.parse().ok()?;
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let days = days_from_civil(y, m, d);
+    (civil_from_days(days) == (y, m, d)).then_some(days * 86_400)
+}
+
+/// Howard Hinnant's `days_from_civil`: days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The inverse of [`days_from_civil`].
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { yoe + era * 400 + 1 } else { yoe + era * 400 }, m, d)
+}
+
+/// Tags as a person types them in one box: separated by spaces or commas.
+pub fn split_tags(s: &str) -> impl Iterator<Item = &str> {
+    s.split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_round_trip_and_nonsense_is_refused() {
+        assert_eq!(parse_date("1970-01-01"), Some(0));
+        assert_eq!(parse_date("2024-02-29"), Some(1_709_164_800));
+        assert_eq!(when_h(1_709_164_800 + 3600 + 120), "2024-02-29 01:02 UTC");
+        assert_eq!(parse_date("2023-02-29"), None);
+        assert_eq!(parse_date("2024-13-01"), None);
+        assert_eq!(parse_date("yesterday"), None);
+    }
+
+    #[test]
+    fn only_local_paths_are_followed_after_login() {
+        assert_eq!(local_path("/f/abc?x=1"), "/f/abc?x=1");
+        assert_eq!(local_path("//evil.example/"), "/");
+        assert_eq!(local_path("/\\evil.example"), "/");
+        assert_eq!(local_path("https://evil.example/"), "/");
+        assert_eq!(local_path("/login"), "/");
+        assert_eq!(local_path(""), "/");
+    }
+
+    #[test]
+    fn origins_must_name_this_host() {
+        let h = |origin: Option<&str>| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, HeaderValue::from_static("trove.lan:8080"));
+            if let Some(o) = origin {
+                m.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+            }
+            same_origin(&m)
+        };
+        assert!(h(None));
+        assert!(h(Some("http://trove.lan:8080")));
+        assert!(!h(Some("http://trove.lan")));
+        assert!(!h(Some("http://evil.example")));
+        assert!(!h(Some("null")));
+    }
+
+    #[test]
+    fn sizes_and_tags_read_like_people_write_them() {
+        assert_eq!(bytes_h(0), "0 B");
+        assert_eq!(bytes_h(1536), "1.5 KiB");
+        assert_eq!(bytes_h(3 << 30), "3.0 GiB");
+        assert_eq!(split_tags(" a, b  c,,").collect::<Vec<_>>(), ["a", "b", "c"]);
+    }
 }
