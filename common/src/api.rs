@@ -29,6 +29,7 @@
 //! | `GET /api/v1/files/{id}/status` | | [`FileStatus`] |
 //! | `DELETE /api/v1/files/{id}` | | 204 |
 //! | `GET /api/v1/repair` | | [`RepairView`] |
+//! | `GET /api/v1/fleet/live` | | [`FleetLive`] |
 //!
 //! Errors answer with a 4xx/5xx status and an [`ApiErrorBody`].
 
@@ -356,3 +357,83 @@ pub struct RepairView {
     pub orders_done: u64,
     pub orders_failed: u64,
 }
+
+/// `GET /api/v1/fleet/live`: the fleet now, for the dashboard's fleet page (polled every
+/// second). Transfers are what the appliances reported over the last second or two; an
+/// appliance that stopped reporting drops out of `edges` within a few seconds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetLive {
+    /// Unix seconds on the controller when this was put together (`since` is relative to it).
+    pub now_s: i64,
+    pub nodes: Vec<LiveNode>,
+    pub repair: RepairView,
+    pub edges: Vec<LiveEdge>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveNode {
+    /// Node ID (hex), the same as in [`NodeView`].
+    pub id: String,
+    pub name: Option<String>,
+    /// `online`, `offline`, or `enrolled` (token made, never seen).
+    pub state: String,
+    /// Unix seconds of the last state change.
+    pub since: i64,
+    pub capacity_bytes: i64,
+    /// What it may still take: the room under its capacity, or the disk's free space if less.
+    pub free_bytes: i64,
+    /// Chunks the controller knows it holds.
+    pub chunks: i64,
+    pub board: Option<String>,
+    pub data_addr: Option<String>,
+}
+
+impl LiveNode {
+    pub fn from_view(v: &NodeView) -> LiveNode {
+        LiveNode {
+            id: v.id.clone(),
+            name: v.name.clone(),
+            state: v.state.clone(),
+            since: v.state_since,
+            capacity_bytes: v.capacity_bytes,
+            free_bytes: (v.capacity_bytes - v.used_bytes).clamp(0, v.disk_free_bytes.max(0)),
+            chunks: v.chunks,
+            board: v.board.clone(),
+            data_addr: v.data_addr.clone(),
+        }
+    }
+}
+
+/// One active transfer between two endpoints, in the direction the bytes flow. An endpoint
+/// is a node ID (hex) for an appliance, `controller` for the controller itself, or
+/// `client <ip>` for anyone else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveEdge {
+    pub from: String,
+    pub to: String,
+    /// Measured over the last reporting interval; 0 for a repair copy ordered and not yet
+    /// seen moving.
+    pub bytes_per_s: u64,
+    pub kind: EdgeKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EdgeKind {
+    /// An appliance serving chunks to a client (`trove get`, a browser through no gateway).
+    ClientDownload,
+    /// An appliance copying a chunk from another (repair).
+    Replication,
+    /// An appliance serving the controller's streaming gateway.
+    Gateway,
+    /// A client (or the controller, for a browser's upload) putting chunks on an appliance.
+    Upload,
+}
+
+/// The endpoint name of a client at `ip` in [`LiveEdge`].
+pub fn client_endpoint(ip: &str) -> String {
+    alloc::format!("client {ip}")
+}
+
+/// The endpoint name of the controller in [`LiveEdge`].
+pub const CONTROLLER_ENDPOINT: &str = "controller";

@@ -8,6 +8,7 @@
 //! | `node/<id>/info` | node | yes | [`NodeInfo`] |
 //! | `node/<id>/have` | node | no | [`Have`] (deltas with a sequence number) |
 //! | `node/<id>/events` | node | no | [`NodeEvent`] |
+//! | `node/<id>/transfers` | node, every second while it has data-plane connections | no | [`Transfers`] |
 //! | `node/<id>/cmd` | controller | no | [`Command`] |
 //! | `controller/state` | controller | yes | [`ControllerState`] |
 //!
@@ -40,10 +41,17 @@ pub const PAYLOAD_BYTES_MAX: usize = 128 * 1024;
 pub const MAC_BYTES: usize = 32;
 /// Commands older than this are refused (with the command ID, this bounds replays).
 pub const COMMAND_TTL_S: u64 = 120;
+/// The most peers one [`Transfers`] message lists (an appliance meters at most this many
+/// connections at once; the controller refuses longer lists).
+pub const TRANSFER_PEERS_MAX: usize = 32;
+/// The longest socket address text in a [`Transfers`] message (`[v6%scope]:port` fits).
+pub const SOCKET_ADDR_TEXT_MAX: usize = 64;
 const MAC_CONTEXT: &str = "trove/v1 2026-11 node message mac";
 const CONTROLLER_STATE_DOMAIN: &[u8] = b"trove/v1 controller state\0";
 
 const _: () = assert!(HAVE_BATCH_MAX * crate::limits::CHUNK_ID_ENCODED_BYTES_MAX + 64 <= PAYLOAD_BYTES_MAX);
+// A full `Transfers`: per peer two addresses, two varint u64s, a tag and lengths.
+const _: () = assert!(TRANSFER_PEERS_MAX * (2 * SOCKET_ADDR_TEXT_MAX + 32) + 64 <= PAYLOAD_BYTES_MAX);
 
 /// The topic `trove/v1/node/<id>/<leaf>`.
 pub fn node_topic(node: &NodeId, leaf: &str) -> String {
@@ -192,6 +200,44 @@ pub enum Outcome {
     Failed { message: String },
 }
 
+/// On `node/<id>/transfers` (not retained): what moved over the node's data-plane
+/// connections during the last `interval_ms`, per peer socket address. Sent every second
+/// while the node has connections open, and once more (with no peers) when the last one
+/// closed. For the fleet view only: nothing is decided on it, and a lost message costs a
+/// blink of the picture.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfers {
+    pub boot_id: u64,
+    /// How long the counters below ran.
+    pub interval_ms: u32,
+    /// At most [`TRANSFER_PEERS_MAX`]; only peers that moved bytes in the interval.
+    pub peers: Vec<PeerTraffic>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerTraffic {
+    /// The peer's socket address (`ip:port`): for an accepted connection the address it came
+    /// from; for a dialed one the address dialed (another node's data address).
+    pub peer: String,
+    pub link: Link,
+    /// Chunk bytes this node sent to the peer in the interval.
+    pub sent_bytes: u64,
+    /// Chunk bytes this node received from the peer in the interval.
+    pub received_bytes: u64,
+}
+
+/// Who opened a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Link {
+    /// The peer connected to this node's chunk server (a client, the controller, or another
+    /// node fetching a chunk for repair).
+    Accepted,
+    /// This node dialed the peer (a replication source). `local` is this end's socket
+    /// address: the peer reports the same connection as `Accepted` from `local`, which is how
+    /// the controller counts it once.
+    Dialed { local: String },
+}
+
 /// On `node/<id>/cmd`, sealed with that node's secret.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
@@ -315,6 +361,44 @@ mod tests {
             Err(ControlError::BadMac)
         );
         assert_eq!(secret().open::<Have>(&topic, b"x"), Err(ControlError::Truncated));
+    }
+
+    #[test]
+    fn transfers_encoding_is_pinned() {
+        // A changed byte here is a control-protocol change: bump the topic version.
+        let msg = Transfers {
+            boot_id: 0x0102,
+            interval_ms: 1000,
+            peers: alloc::vec![
+                PeerTraffic {
+                    peer: "10.0.0.5:4000".into(),
+                    link: Link::Accepted,
+                    sent_bytes: 300,
+                    received_bytes: 0,
+                },
+                PeerTraffic {
+                    peer: "10.0.0.6:7070".into(),
+                    link: Link::Dialed {
+                        local: "10.0.0.7:5".into(),
+                    },
+                    sent_bytes: 0,
+                    received_bytes: 1,
+                },
+            ],
+        };
+        let bytes = postcard::to_allocvec(&msg).unwrap();
+        let mut want = alloc::vec![0x82, 0x02, 0xe8, 0x07, 0x02];
+        want.push(13);
+        want.extend_from_slice(b"10.0.0.5:4000");
+        want.extend_from_slice(&[0x00, 0xac, 0x02, 0x00]);
+        want.push(13);
+        want.extend_from_slice(b"10.0.0.6:7070");
+        want.extend_from_slice(&[0x01, 10]);
+        want.extend_from_slice(b"10.0.0.7:5");
+        want.extend_from_slice(&[0x00, 0x01]);
+        assert_eq!(bytes, want);
+        let sealed = secret().seal("t", &msg);
+        assert_eq!(secret().open::<Transfers>("t", &sealed), Ok(msg));
     }
 
     #[test]

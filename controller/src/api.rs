@@ -48,6 +48,7 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(crate::accounts::routes())
         .merge(crate::search::routes())
         .merge(crate::gateway::routes())
+        .merge(crate::live::routes())
         .merge(crate::web::routes())
         .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(MANIFEST_HEX_MAX + 4096))
@@ -202,25 +203,29 @@ async fn enroll(
 }
 
 async fn nodes(State(app): State<Arc<App>>, _caller: Caller) -> Result<Json<Vec<NodeView>>, ApiError> {
+    Ok(Json(node_views(&app).await?))
+}
+
+/// The fleet as `GET /api/v1/nodes` shows it (also the fleet page's and live feed's source).
+pub async fn node_views(app: &App) -> anyhow::Result<Vec<NodeView>> {
     let rows = app.db.nodes().await?;
     let per_node = app.db.chunks_per_node().await?;
-    Ok(Json(
-        rows.into_iter()
-            .map(|n| NodeView {
-                id: n.id.to_string(),
-                name: n.name,
-                state: n.state,
-                state_since: n.state_since,
-                data_addr: n.data_addr,
-                capacity_bytes: n.capacity_bytes,
-                used_bytes: n.used_bytes,
-                disk_free_bytes: n.disk_free_bytes,
-                chunks: per_node.get(&n.id).copied().unwrap_or(0),
-                version: n.version,
-                board: n.board,
-            })
-            .collect(),
-    ))
+    Ok(rows
+        .into_iter()
+        .map(|n| NodeView {
+            id: n.id.to_string(),
+            name: n.name,
+            state: n.state,
+            state_since: n.state_since,
+            data_addr: n.data_addr,
+            capacity_bytes: n.capacity_bytes,
+            used_bytes: n.used_bytes,
+            disk_free_bytes: n.disk_free_bytes,
+            chunks: per_node.get(&n.id).copied().unwrap_or(0),
+            version: n.version,
+            board: n.board,
+        })
+        .collect())
 }
 
 pub fn parse_file_id(id: &str) -> Result<FileId, ApiError> {
@@ -465,7 +470,7 @@ async fn repair(State(app): State<Arc<App>>, _caller: Caller) -> Json<RepairView
     Json(repair_view(&app))
 }
 
-fn repair_view(app: &App) -> RepairView {
+pub fn repair_view(app: &App) -> RepairView {
     let r = app.repair.lock().expect("repair lock");
     RepairView {
         under_replicated: r.under_replicated,

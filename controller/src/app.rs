@@ -36,6 +36,8 @@ pub struct App {
     pub availability_dirty: Mutex<HashSet<ChunkId>>,
     /// MQTT messages received and not yet applied: repair waits a little while this is not 0.
     pub ingest_queued: AtomicUsize,
+    /// What the appliances last said is moving over their connections (the fleet view).
+    pub live: crate::live::Live,
     secrets: Mutex<HashMap<NodeId, NodeSecret>>,
     last_command_id: AtomicU64,
 }
@@ -58,6 +60,8 @@ pub struct InFlight {
     pub issued_at: i64,
     /// A deletion (else a copy).
     pub delete: bool,
+    /// For a copy, the data address it is copied from (the fleet view draws it).
+    pub from_addr: Option<std::net::SocketAddr>,
 }
 
 /// Orders sent and not yet seen through, and what became of the others.
@@ -155,6 +159,7 @@ impl App {
             logins: crate::accounts::LoginLimiter::default(),
             availability_dirty: Mutex::new(HashSet::new()),
             ingest_queued: AtomicUsize::new(0),
+            live: crate::live::Live::default(),
             secrets: Mutex::new(HashMap::new()),
             // Strictly increasing across restarts too: nodes ignore IDs they have passed.
             last_command_id: AtomicU64::new(now_ms() * 1000),

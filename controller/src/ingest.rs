@@ -13,7 +13,7 @@ use rumqttc::{Event, EventLoop, Packet, QoS};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use trove_common::NodeId;
-use trove_common::control::{self, ControllerState, Have, NodeEvent, NodeInfo, NodeState, Outcome};
+use trove_common::control::{self, ControllerState, Have, NodeEvent, NodeInfo, NodeState, Outcome, Transfers};
 
 use crate::app::{App, now_s};
 use crate::db::HaveDelta;
@@ -56,7 +56,7 @@ async fn on_connect(app: &App) -> anyhow::Result<()> {
     // sequence only shows when the next delta arrives, which may be never: re-read everyone.
     app.db.mark_all_needs_inventory().await?;
     app.wake_inventory.notify_one();
-    for leaf in ["state", "info", "have", "events"] {
+    for leaf in ["state", "info", "have", "events", "transfers"] {
         app.mqtt
             .subscribe(format!("{}/node/+/{leaf}", control::TOPIC_ROOT), QoS::AtLeastOnce)
             .await?;
@@ -115,6 +115,8 @@ async fn process(app: Arc<App>, mut rx: mpsc::Receiver<(String, Vec<u8>)>) {
                         group.push(h);
                     }
                 }),
+                // In memory only and unordered with the rest: no need to flush the group.
+                Some((node, "transfers")) => record_transfers(&app, node, &topic, &payload).await,
                 parsed => {
                     // Everything else is ordered after the `have`s before it (a new boot must
                     // not be applied before the deltas of the old one).
@@ -152,6 +154,17 @@ async fn open_have(app: &App, node: NodeId, topic: &str, payload: &[u8]) -> anyh
         );
     }
     Ok(Some(Opened { node, have }))
+}
+
+/// Opens a `transfers` report and keeps it for the fleet view (`live.rs`).
+async fn record_transfers(app: &App, node: NodeId, topic: &str, payload: &[u8]) -> anyhow::Result<()> {
+    let secret = app
+        .secret(&node)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("unknown node {node}"))?;
+    let t: Transfers = secret.open(topic, payload)?;
+    app.live.record(node, t, std::time::Instant::now())?;
+    Ok(())
 }
 
 /// Applies a group of `have`s in one transaction; if that fails, each on its own, so one bad

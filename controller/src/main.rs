@@ -12,6 +12,7 @@ mod broker;
 mod db;
 mod gateway;
 mod ingest;
+mod live;
 mod local;
 mod metrics;
 mod plan;

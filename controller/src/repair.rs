@@ -146,6 +146,10 @@ async fn repair_pass(app: &App, last_full: &mut tokio::time::Instant) -> anyhow:
                     command_id: id,
                     issued_at: now,
                     delete,
+                    from_addr: match &order {
+                        Order::Replicate { from, .. } => from.parse().ok(),
+                        _ => None,
+                    },
                 };
                 app.repair
                     .lock()
