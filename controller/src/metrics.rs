@@ -14,6 +14,14 @@ pub struct Metrics {
     pub commands_sent: AtomicU64,
     pub http_requests: AtomicU64,
     pub http_unauthorized: AtomicU64,
+    /// The streaming gateway (`gateway.rs`).
+    pub gateway_requests: AtomicU64,
+    /// Chunks the gateway got from appliances (verified); cache hits not included.
+    pub gateway_chunks_fetched: AtomicU64,
+    pub gateway_bytes_sent: AtomicU64,
+    pub gateway_cache_hits: AtomicU64,
+    /// A gauge: chunk fetches from appliances under way now.
+    pub gateway_fetches_in_flight: AtomicU64,
 }
 
 /// Gauges read at scrape time.
@@ -75,6 +83,36 @@ impl Metrics {
             "counter",
             "API requests refused for a missing or bad token.",
             c(&self.http_unauthorized),
+        );
+        line(
+            "trove_gateway_requests_total",
+            "counter",
+            "Content requests to the streaming gateway (GET and HEAD).",
+            c(&self.gateway_requests),
+        );
+        line(
+            "trove_gateway_chunks_fetched_total",
+            "counter",
+            "Verified chunks the gateway fetched from appliances.",
+            c(&self.gateway_chunks_fetched),
+        );
+        line(
+            "trove_gateway_bytes_sent_total",
+            "counter",
+            "Body bytes the gateway handed to HTTP connections.",
+            c(&self.gateway_bytes_sent),
+        );
+        line(
+            "trove_gateway_cache_hits_total",
+            "counter",
+            "Chunks the gateway served from its cache.",
+            c(&self.gateway_cache_hits),
+        );
+        line(
+            "trove_gateway_fetches_in_flight",
+            "gauge",
+            "Chunk fetches from appliances the gateway has under way.",
+            c(&self.gateway_fetches_in_flight),
         );
         line("trove_nodes_online", "gauge", "Appliances online.", g.nodes_online);
         line("trove_nodes_offline", "gauge", "Appliances offline.", g.nodes_offline);

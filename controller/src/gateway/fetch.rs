@@ -1,0 +1,300 @@
+//! Getting verified chunks for the gateway: a small pool of connections per appliance, an
+//! LRU cache of verified chunks, and a live count of what is being fetched from whom.
+//!
+//! Every chunk comes through [`trove_common::net::Client::get_chunk`], which hashes the
+//! bytes against the chunk ID before returning them; so nothing unverified reaches the cache
+//! or a browser. Reads need no grant: naming the chunk is the capability. This module does
+//! not decide what to fetch or when (that is the transfer in `gateway.rs`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use trove_common::net::{self, Client, NetError};
+use trove_common::{ChunkId, NodeId};
+
+use crate::metrics::Metrics;
+
+/// Bytes of verified chunks kept for repeated range requests (a browser seeking asks for
+/// overlapping ranges again and again).
+pub const CACHE_BYTES_MAX: usize = 64 << 20;
+/// Idle connections kept per appliance.
+pub const IDLE_CONNECTIONS_PER_NODE_MAX: usize = 8;
+/// How long one chunk from one holder may take (connecting included) before the next
+/// holder is tried.
+pub const CHUNK_FETCH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// An online appliance that holds a chunk, and where to reach it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holder {
+    pub node: NodeId,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("chunk at offset {offset} has no online holder")]
+    NoHolder { offset: u64 },
+    #[error("chunk at offset {offset}: all {tried} holders failed, the last with: {last}")]
+    AllFailed { offset: u64, tried: usize, last: NetError },
+}
+
+/// Verified chunks, least recently used first out, at most [`CACHE_BYTES_MAX`] bytes.
+struct Cache {
+    map: HashMap<ChunkId, (Bytes, u64)>,
+    /// Use tick → chunk, oldest first.
+    order: BTreeMap<u64, ChunkId>,
+    tick: u64,
+    bytes: usize,
+}
+
+impl Cache {
+    fn new() -> Cache {
+        Cache {
+            map: HashMap::new(),
+            order: BTreeMap::new(),
+            tick: 0,
+            bytes: 0,
+        }
+    }
+
+    fn get(&mut self, chunk: &ChunkId) -> Option<Bytes> {
+        let (bytes, tick) = self.map.get_mut(chunk)?;
+        self.order.remove(tick);
+        self.tick += 1;
+        *tick = self.tick;
+        self.order.insert(self.tick, *chunk);
+        Some(bytes.clone())
+    }
+
+    fn contains(&self, chunk: &ChunkId) -> bool {
+        self.map.contains_key(chunk)
+    }
+
+    fn insert(&mut self, chunk: ChunkId, bytes: Bytes) {
+        if bytes.len() > CACHE_BYTES_MAX || self.map.contains_key(&chunk) {
+            return;
+        }
+        while self.bytes + bytes.len() > CACHE_BYTES_MAX {
+            let Some((_, old)) = self.order.pop_first() else { break };
+            if let Some((b, _)) = self.map.remove(&old) {
+                self.bytes -= b.len();
+            }
+        }
+        self.tick += 1;
+        self.bytes += bytes.len();
+        self.order.insert(self.tick, chunk);
+        self.map.insert(chunk, (bytes, self.tick));
+    }
+}
+
+/// What is moving from one appliance now.
+#[derive(Default)]
+struct Live {
+    in_flight: u32,
+    /// Bytes asked for and not yet received.
+    bytes_in_flight: u64,
+    /// Unix-ish second (from `started`) of `bytes_this_second`.
+    second: u64,
+    bytes_this_second: u64,
+    bytes_last_second: u64,
+}
+
+pub struct Fetcher {
+    idle: Mutex<HashMap<NodeId, Vec<Client>>>,
+    cache: Mutex<Cache>,
+    live: Mutex<HashMap<NodeId, Live>>,
+    started: Instant,
+}
+
+impl Fetcher {
+    pub fn new() -> Fetcher {
+        Fetcher {
+            idle: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::new()),
+            live: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+        }
+    }
+
+    /// True if `chunk` is cached (does not count as a use).
+    pub fn is_cached(&self, chunk: &ChunkId) -> bool {
+        self.cache.lock().expect("cache lock").contains(chunk)
+    }
+
+    /// A verified chunk, from the cache or from the first of `holders` that delivers it.
+    /// Holders are tried least busy first.
+    pub async fn chunk(&self, metrics: &Metrics, chunk: ChunkId, holders: &[Holder]) -> Result<Bytes, FetchError> {
+        if let Some(b) = self.cache.lock().expect("cache lock").get(&chunk) {
+            metrics.gateway_cache_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(b);
+        }
+        let mut order: Vec<Holder> = holders.to_vec();
+        {
+            let live = self.live.lock().expect("live lock");
+            // Stable: among equally busy holders the caller's order (rotated per chunk) holds.
+            order.sort_by_key(|h| live.get(&h.node).map_or(0, |l| l.in_flight));
+        }
+        let mut last = None;
+        for h in &order {
+            self.begin(h.node, chunk.len());
+            let got = self.from_holder(h, chunk).await;
+            self.end(h.node, chunk.len(), got.is_ok());
+            match got {
+                Ok(body) => {
+                    metrics.gateway_chunks_fetched.fetch_add(1, Ordering::Relaxed);
+                    let bytes = Bytes::from(body);
+                    self.cache.lock().expect("cache lock").insert(chunk, bytes.clone());
+                    return Ok(bytes);
+                }
+                Err(e) => {
+                    tracing::warn!(node = %h.node, addr = %h.addr, offset = chunk.offset(), error = %e,
+                        "gateway: holder failed, trying the next");
+                    last = Some(e);
+                }
+            }
+        }
+        match last {
+            None => Err(FetchError::NoHolder { offset: chunk.offset() }),
+            Some(last) => Err(FetchError::AllFailed {
+                offset: chunk.offset(),
+                tried: order.len(),
+                last,
+            }),
+        }
+    }
+
+    /// One holder: an idle connection first; if that one turns out dead (the node restarted
+    /// since), one fresh connection.
+    async fn from_holder(&self, h: &Holder, chunk: ChunkId) -> Result<Vec<u8>, NetError> {
+        let pooled = self.idle.lock().expect("idle lock").get_mut(&h.node).and_then(Vec::pop);
+        if let Some(mut c) = pooled {
+            match with_timeout(c.get_chunk(chunk)).await {
+                Ok(body) => {
+                    self.put_back(h.node, c);
+                    return Ok(body);
+                }
+                // The node answered: the connection is fine, the chunk is not there.
+                Err(e) if e.is_remote_refusal() => {
+                    self.put_back(h.node, c);
+                    return Err(e);
+                }
+                Err(e) => tracing::debug!(node = %h.node, error = %e, "gateway: pooled connection failed"),
+            }
+        }
+        let mut c = with_timeout(net::connect(h.addr)).await?;
+        let body = with_timeout(c.get_chunk(chunk)).await?;
+        self.put_back(h.node, c);
+        Ok(body)
+    }
+
+    fn put_back(&self, node: NodeId, c: Client) {
+        let mut idle = self.idle.lock().expect("idle lock");
+        let v = idle.entry(node).or_default();
+        if v.len() < IDLE_CONNECTIONS_PER_NODE_MAX {
+            v.push(c);
+        }
+    }
+
+    fn second(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    fn begin(&self, node: NodeId, len: u32) {
+        let mut live = self.live.lock().expect("live lock");
+        let l = live.entry(node).or_default();
+        l.in_flight += 1;
+        l.bytes_in_flight += u64::from(len);
+    }
+
+    fn end(&self, node: NodeId, len: u32, ok: bool) {
+        let now = self.second();
+        let mut live = self.live.lock().expect("live lock");
+        let l = live.entry(node).or_default();
+        l.in_flight -= 1;
+        l.bytes_in_flight -= u64::from(len);
+        roll(l, now);
+        if ok {
+            l.bytes_this_second += u64::from(len);
+        }
+    }
+
+    /// Per appliance: bytes received in the last whole second plus bytes asked for and not
+    /// yet received; only appliances with something to report.
+    pub fn live(&self) -> Vec<(NodeId, u64)> {
+        let now = self.second();
+        let mut live = self.live.lock().expect("live lock");
+        live.retain(|_, l| {
+            roll(l, now);
+            l.in_flight > 0 || l.bytes_last_second > 0 || l.bytes_this_second > 0
+        });
+        let mut out: Vec<(NodeId, u64)> = live
+            .iter()
+            .map(|(n, l)| (*n, l.bytes_last_second + l.bytes_in_flight))
+            .filter(|(_, b)| *b > 0)
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// Moves `l`'s per-second buckets forward to second `now`.
+fn roll(l: &mut Live, now: u64) {
+    if l.second == now {
+        return;
+    }
+    l.bytes_last_second = if l.second + 1 == now { l.bytes_this_second } else { 0 };
+    l.bytes_this_second = 0;
+    l.second = now;
+}
+
+async fn with_timeout<T>(f: impl Future<Output = Result<T, NetError>>) -> Result<T, NetError> {
+    tokio::time::timeout(CHUNK_FETCH_TIMEOUT, f)
+        .await
+        .map_err(|_| NetError::Timeout(CHUNK_FETCH_TIMEOUT))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trove_common::Hash32;
+
+    fn chunk(i: u64, len: u32) -> ChunkId {
+        ChunkId::new(Hash32([i as u8; 32]), i * (1 << 20), len, false).unwrap()
+    }
+
+    #[test]
+    fn cache_evicts_least_recently_used_within_its_budget() {
+        let mut c = Cache::new();
+        let mib = 1usize << 20;
+        let n = CACHE_BYTES_MAX / mib;
+        for i in 0..n as u64 {
+            c.insert(chunk(i, mib as u32), Bytes::from(vec![i as u8; mib]));
+        }
+        assert_eq!(c.bytes, CACHE_BYTES_MAX);
+        // Using chunk 0 makes chunk 1 the oldest: the next insert evicts it.
+        assert!(c.get(&chunk(0, mib as u32)).is_some());
+        c.insert(chunk(n as u64, mib as u32), Bytes::from(vec![1; mib]));
+        assert!(c.contains(&chunk(0, mib as u32)));
+        assert!(!c.contains(&chunk(1, mib as u32)));
+        assert!(c.contains(&chunk(n as u64, mib as u32)));
+        assert_eq!(c.bytes, CACHE_BYTES_MAX);
+        assert_eq!(c.map.len(), c.order.len());
+    }
+
+    #[test]
+    fn live_counts_roll_by_the_second() {
+        let mut l = Live {
+            second: 5,
+            bytes_this_second: 10,
+            ..Live::default()
+        };
+        roll(&mut l, 6);
+        assert_eq!((l.bytes_last_second, l.bytes_this_second), (10, 0));
+        roll(&mut l, 8);
+        assert_eq!((l.bytes_last_second, l.bytes_this_second), (0, 0));
+    }
+}
