@@ -10,9 +10,10 @@ check:
 test:
     cargo build --workspace --bins && cargo test --workspace
 
-# Every benchmark, one after another: data plane, announce ingest, search, appliance footprint.
+# Every benchmark, one after another: data plane, gateway, announce ingest, search, appliance footprint.
 bench:
     just bench-data-plane
+    just bench-gateway
     just bench-ingest
     just bench-search
     just bench-appliance
@@ -20,6 +21,11 @@ bench:
 # Data-plane benchmark: trove vs nginx+curl and nginx+aria2c (needs nginx-light, curl, aria2, bc).
 bench-data-plane size_mib="1024" runs="3":
     bench/data-plane.sh {{size_mib}} {{runs}}
+
+# Streaming gateway vs nginx: TTFB of a cold mid-file Range request and whole-file throughput,
+# a file on 3 local appliances (needs nginx-light, curl, bc).
+bench-gateway size_mib="1024" runs="9":
+    bench/gateway.sh {{size_mib}} {{runs}}
 
 # Search latency (median, p99) over 100,000 and 1,000,000 files on SQLite, availability ranking on.
 bench-search sizes="100000,1000000" queries="1000":
