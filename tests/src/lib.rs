@@ -1948,3 +1948,254 @@ mod tests {
         assert_eq!(fs::read(&a).unwrap(), random_bytes((MIB + 3) as usize, 7));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The dashboard over HTTP, like a browser without JavaScript (cookies, forms, raw bodies).
+// Used by tests/tests/web.rs.
+
+/// An HTTP answer with its headers; the body as bytes.
+#[derive(Debug)]
+pub struct WebAnswer {
+    pub status: u16,
+    /// Header names lowercased, in the order received.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl WebAnswer {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name` (any case).
+    pub fn headers_named<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a str> + 'a {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .filter(move |(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `Set-Cookie` header that sets cookie `name`, if any.
+    pub fn set_cookie<'a>(&'a self, name: &str) -> Option<&'a str> {
+        self.headers_named("set-cookie").find(|c| {
+            c.split(';')
+                .next()
+                .and_then(|p| p.split_once('='))
+                .is_some_and(|(k, _)| k.trim() == name)
+        })
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A client that keeps the cookies a server sets and sends them back, as a browser does.
+pub struct WebClient {
+    /// `http://host:port`.
+    pub base: String,
+    pub cookies: std::collections::BTreeMap<String, String>,
+}
+
+impl WebClient {
+    pub fn new(base: &str) -> WebClient {
+        WebClient {
+            base: base.trim_end_matches('/').to_owned(),
+            cookies: Default::default(),
+        }
+    }
+
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies.get(name).map(String::as_str)
+    }
+
+    pub fn get(&mut self, path: &str) -> WebAnswer {
+        self.request("GET", path, &[], b"")
+    }
+
+    /// POSTs `fields` as `application/x-www-form-urlencoded`.
+    pub fn post_form(&mut self, path: &str, fields: &[(&str, &str)]) -> WebAnswer {
+        let body = form_encode(fields);
+        self.request(
+            "POST",
+            path,
+            &[("Content-Type", "application/x-www-form-urlencoded")],
+            body.as_bytes(),
+        )
+    }
+
+    /// One request with this client's cookies and `headers`; remembers the cookies the answer
+    /// sets (and forgets those it expires). Panics if the server cannot be reached.
+    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> WebAnswer {
+        let a = web_request(
+            &format!("{}{path}", self.base),
+            method,
+            &self.cookie_header(),
+            headers,
+            body,
+        )
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        for c in a.headers_named("set-cookie") {
+            let mut parts = c.split(';');
+            let Some((k, v)) = parts.next().and_then(|p| p.split_once('=')) else {
+                continue;
+            };
+            let expired = v.trim().is_empty() || parts.any(|p| p.trim().eq_ignore_ascii_case("max-age=0"));
+            if expired {
+                self.cookies.remove(k.trim());
+            } else {
+                self.cookies.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+        }
+        a
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+/// `k=v&k2=v2`, percent-encoded as a browser's form would be.
+pub fn form_encode(fields: &[(&str, &str)]) -> String {
+    fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", url_encode(k), url_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Percent-encodes everything but unreserved characters.
+pub fn url_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// One HTTP/1.1 request, `Connection: close`, with a `Cookie` header when `cookies` is not
+/// empty. A server that answers before reading all of a large body is fine: the answer is
+/// read even when sending the rest failed.
+pub fn web_request(
+    url: &str,
+    method: &str,
+    cookies: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<WebAnswer> {
+    use std::io::{BufRead, BufReader};
+    let rest = url
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("{url:?} is not an http:// URL"));
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{host} resolves to nothing")))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if !cookies.is_empty() {
+        req.push_str(&format!("Cookie: {cookies}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" || method == "PUT" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes())?;
+    let _ = stream.write_all(body);
+    let mut r = BufReader::new(stream);
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad(&format!("bad status line {line:?}")))?;
+    let mut answer_headers = Vec::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Err(bad("headers cut short"));
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            answer_headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+        }
+    }
+    let chunked = answer_headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+    let length = answer_headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .and_then(|(_, v)| v.parse::<usize>().ok());
+    let mut bytes = Vec::new();
+    if method == "HEAD" || status == 204 || status == 304 {
+    } else if chunked {
+        loop {
+            line.clear();
+            r.read_line(&mut line)?;
+            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                .map_err(|_| bad(&format!("bad chunk size {line:?}")))?;
+            if size == 0 {
+                break;
+            }
+            if bytes.len() + size > HTTP_ANSWER_BYTES_MAX {
+                return Err(bad("answer too large"));
+            }
+            let start = bytes.len();
+            bytes.resize(start + size, 0);
+            r.read_exact(&mut bytes[start..])?;
+            line.clear();
+            r.read_line(&mut line)?;
+        }
+    } else if let Some(n) = length {
+        if n > HTTP_ANSWER_BYTES_MAX {
+            return Err(bad("answer too large"));
+        }
+        bytes.resize(n, 0);
+        r.read_exact(&mut bytes)?;
+    } else {
+        r.take(HTTP_ANSWER_BYTES_MAX as u64).read_to_end(&mut bytes)?;
+    }
+    Ok(WebAnswer {
+        status,
+        headers: answer_headers,
+        body: bytes,
+    })
+}
+
+/// The `value` of the first `<input>` (or `<meta>`) in `html` whose `name` is `name`,
+/// as written (HTML-escaped). Pages write `name="..."` before `value="..."`/`content="..."`.
+pub fn html_input_value(html: &str, name: &str) -> Option<String> {
+    let at = html.find(&format!("name=\"{name}\""))?;
+    let tag_end = at + html[at..].find('>')?;
+    let tag = &html[at..tag_end];
+    let v = tag
+        .find("value=\"")
+        .map(|i| i + 7)
+        .or_else(|| tag.find("content=\"").map(|i| i + 9))?;
+    Some(tag[v..].split('"').next()?.to_owned())
+}
