@@ -68,6 +68,48 @@ fn find_program(program: &str) -> Option<PathBuf> {
         .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
+/// Fails under CI (`CI` set) naming what is missing; elsewhere prints why the caller skips.
+pub fn cannot_run(why: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{why}; CI must run the browser tests (see .ci/run)");
+    }
+    eprintln!("SKIPPED: {why} (with CI=1 set this fails instead)");
+}
+
+/// The test video's picture: 720p at 25 frames per second, H.264 at [`VIDEO_BITS_PER_SEC`]
+/// (a constant bitrate, so a position in time is close to the same fraction of the bytes).
+pub const VIDEO_BITS_PER_SEC: u64 = 6_000_000;
+
+/// Makes `dir/name` (an MP4 with its index at the front, `+faststart`, as a player streaming
+/// it needs): `secs` seconds of ffmpeg's moving test pattern, H.264 (`yuv420p`, which every
+/// browser decodes), a key frame every second so a seek lands near where it asked. `None`
+/// (after [`cannot_run`]) when ffmpeg is not installed.
+pub fn make_video(dir: &Path, name: &str, secs: u32) -> Option<PathBuf> {
+    if find_program("ffmpeg").is_none() {
+        cannot_run("ffmpeg not found on PATH: `apt-get install -y ffmpeg`");
+        return None;
+    }
+    let path = dir.join(name);
+    let rate = VIDEO_BITS_PER_SEC.to_string();
+    let out = Command::new("ffmpeg")
+        .args(["-nostdin", "-y", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg("testsrc2=size=1280x720:rate=25")
+        .args(["-t", &secs.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p"])
+        .args(["-b:v", &rate, "-minrate", &rate, "-maxrate", &rate, "-bufsize", &rate])
+        .args(["-g", "25", "-movflags", "+faststart"])
+        .arg(&path)
+        .output()
+        .expect("running ffmpeg");
+    assert!(
+        out.status.success(),
+        "ffmpeg failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(path)
+}
+
 /// Where a test's screenshots go: `target/test-artifacts/browser/<test>/`.
 pub fn artifacts_dir(test: &str) -> PathBuf {
     // The test executable is target/<profile>/deps/<name>-<hash>.
@@ -184,6 +226,8 @@ pub struct Browser {
     base: String,
     artifacts: PathBuf,
     n_shots: u32,
+    /// Logs whose ends a failure shows (see [`Browser::show_on_failure`]).
+    logs: Vec<(String, PathBuf)>,
     // Dropped after the client: the driver's group is killed last.
     _driver: Driver,
     _dir: tempfile::TempDir,
@@ -195,10 +239,7 @@ impl Browser {
     /// CI a missing browser fails the test.
     pub async fn start(test: &str, base: &str) -> Option<Browser> {
         if let Some(why) = missing_tools() {
-            if std::env::var_os("CI").is_some() {
-                panic!("{why}; CI must run the browser tests (see .ci/run)");
-            }
-            eprintln!("SKIPPED: {why} (with CI=1 set this fails instead)");
+            cannot_run(&why);
             return None;
         }
         let dir = tempfile::Builder::new()
@@ -246,6 +287,7 @@ impl Browser {
             base: base.trim_end_matches('/').to_owned(),
             artifacts,
             n_shots: 0,
+            logs: Vec::new(),
             _driver: driver,
             _dir: dir,
         })
@@ -379,7 +421,18 @@ impl Browser {
     /// Waits until the first element matching `css` reads something `want` accepts, and
     /// returns that text.
     pub async fn wait_text(&mut self, css: &str, what: &str, want: impl Fn(&str) -> bool) -> String {
-        self.wait_for(&format!("{css:?} to read {what}"), WAIT_DEADLINE, async |b| {
+        self.wait_text_within(css, what, WAIT_DEADLINE, want).await
+    }
+
+    /// [`Browser::wait_text`] with a deadline of `within`.
+    pub async fn wait_text_within(
+        &mut self,
+        css: &str,
+        what: &str,
+        within: Duration,
+        want: impl Fn(&str) -> bool,
+    ) -> String {
+        self.wait_for(&format!("{css:?} to read {what}"), within, async |b| {
             b.text_now(css).await.filter(|t| want(t))
         })
         .await
@@ -406,6 +459,12 @@ impl Browser {
     pub async fn click(&mut self, css: &str) {
         let e = self.find(css).await;
         e.click().await.unwrap_or_else(|err| panic!("clicking {css:?}: {err}"));
+    }
+
+    /// Submits the form matching `form` by clicking its submit button, as a person would.
+    pub async fn submit(&mut self, form: &str) {
+        let button = format!("{form} button[type=submit], {form} input[type=submit], {form} button:not([type])");
+        self.click(&button).await;
     }
 
     /// Picks `file` in the `input[type=file]` matching `css` (chromedriver takes the path as
@@ -486,13 +545,24 @@ impl Browser {
         path
     }
 
-    /// Saves a screenshot of the moment and panics with `why`, the page and its text.
+    /// Makes a failure show the end of the log at `path` (say, the controller's).
+    pub fn show_on_failure(&mut self, name: &str, path: &Path) {
+        self.logs.push((name.to_owned(), path.to_owned()));
+    }
+
+    /// Saves a screenshot of the moment and panics with `why`, the page, its text and the
+    /// ends of the logs named with [`Browser::show_on_failure`].
     pub async fn fail(&mut self, why: &str) -> ! {
         let shot = self.screenshot("failure").await;
         let path = self.path().await;
         let body = self.text_now("body").await.unwrap_or_default();
+        let mut logs = String::new();
+        for (name, log) in &self.logs {
+            let text = crate::strip_ansi(&fs::read_to_string(log).unwrap_or_default());
+            logs.push_str(&format!("=== {name} ===\n{}\n", crate::tail(&text, 40)));
+        }
         panic!(
-            "{why}\npage: {path}\nscreenshot: {}\npage text:\n{}",
+            "{why}\npage: {path}\nscreenshot: {}\npage text:\n{}\n{logs}",
             shot.display(),
             crate::tail(&body, 40)
         );
