@@ -251,7 +251,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         http_addr
     };
     info!(api = %format!("http://{shown}/api/v1"), broker = %broker_addr, database = %app.db.backend_name(), "controller running");
-    println!("Trove controller: http://{shown}/  (API http://{shown}/api/v1, metrics http://{shown}/metrics)");
+    println!("Trove dashboard: http://{shown}/  (API http://{shown}/api/v1, metrics http://{shown}/metrics)");
     match std::fs::read_to_string(&admin_token_path) {
         Ok(t) => println!("Admin token (also in {}): {}", admin_token_path.display(), t.trim()),
         Err(_) => println!("Admin token: see {}", admin_token_path.display()),
