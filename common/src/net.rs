@@ -90,6 +90,7 @@ pub async fn connect(addr: SocketAddr) -> Result<Client, NetError> {
     tokio::time::timeout(CONNECT_TIMEOUT, async {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
+        let local = stream.local_addr()?;
         let (rd, wr) = stream.into_split();
         let mut reader = BufReader::with_capacity(IO_BUFFER_BYTES, rd);
         let mut writer = BufWriter::with_capacity(IO_BUFFER_BYTES, wr);
@@ -110,6 +111,7 @@ pub async fn connect(addr: SocketAddr) -> Result<Client, NetError> {
             },
             node,
             addr,
+            local,
         })
     })
     .await
@@ -122,6 +124,7 @@ pub struct Client {
     writer: ClientWriter,
     node: NodeId,
     addr: SocketAddr,
+    local: SocketAddr,
 }
 
 impl Client {
@@ -130,6 +133,10 @@ impl Client {
     }
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+    /// This end of the connection (the appliance sees the connection as coming from here).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
     }
 
     /// Splits the connection for pipelining: write requests on one half while reading

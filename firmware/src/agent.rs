@@ -15,6 +15,10 @@
 //!   replayed), then run: replications fetch a verified chunk from a peer and store it (the
 //!   order is authenticated, so no grant is needed), bounded in number and sharing the
 //!   server's body-memory budget; each result goes back on `events`.
+//! - **Transfers.** While the chunk server has connections open, every
+//!   [`TRANSFERS_INTERVAL`] it publishes what each moved (`traffic.rs` counts), and once more,
+//!   empty, when the last has closed: the fleet view's live picture. QoS 0 and not retained:
+//!   a lost one is a blink in a picture, nothing more.
 //! - **Controller restarts.** A controller boot not seen before on `controller/state` makes
 //!   the node re-announce everything (the controller may have lost retained messages, e.g.
 //!   with an embedded broker that keeps them in memory only).
@@ -39,8 +43,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 use trove_common::control::{
-    Command, ControllerState, JoinToken, NodeEvent, NodeInfo, NodeSecret, NodeState, Order, Outcome,
-    controller_state_topic, node_topic,
+    Command, ControllerState, JoinToken, Link, NodeEvent, NodeInfo, NodeSecret, NodeState, Order, Outcome, PeerTraffic,
+    Transfers, controller_state_topic, node_topic,
 };
 use trove_common::wire::ByteRange;
 use trove_common::{ChunkId, NodeId, PublicKey};
@@ -49,10 +53,11 @@ use crate::agent_state::{CommandGate, ControllerWatch, HaveBatcher};
 use crate::limits::{
     CHANGE_QUEUE_MAX, COMMAND_FUTURE_SKEW_S, HAVE_FLUSH_DELAY, INFO_INTERVAL, MQTT_KEEP_ALIVE, MQTT_PACKET_BYTES_MAX,
     MQTT_RECONNECT_BACKOFF_MAX, MQTT_RECONNECT_BACKOFF_MIN, MQTT_REQUESTS_MAX, MQTT_SHUTDOWN_TIMEOUT,
-    REPLICATE_TIMEOUT, REPLICATIONS_CONCURRENT_MAX, REPLICATIONS_QUEUED_MAX,
+    REPLICATE_TIMEOUT, REPLICATIONS_CONCURRENT_MAX, REPLICATIONS_QUEUED_MAX, TRANSFERS_INTERVAL,
 };
 use crate::server;
 use crate::store::{Change, Store};
+use crate::traffic::{Peer, Taken};
 
 /// The port of a broker address given without one.
 pub const MQTT_DEFAULT_PORT: u16 = 1883;
@@ -139,6 +144,8 @@ impl Agent {
             client,
             node,
             connected: false,
+            transfers_reported: false,
+            transfers_since: Instant::now(),
             batcher: HaveBatcher::new(boot_id, HAVE_FLUSH_DELAY),
             gate: CommandGate::new(COMMAND_FUTURE_SKEW_S),
             watch: ControllerWatch::default(),
@@ -220,6 +227,7 @@ struct Topics {
     info: String,
     have: String,
     events: String,
+    transfers: String,
     cmd: String,
     controller: String,
 }
@@ -231,6 +239,7 @@ impl Topics {
             info: node_topic(id, "info"),
             have: node_topic(id, "have"),
             events: node_topic(id, "events"),
+            transfers: node_topic(id, "transfers"),
             cmd: node_topic(id, "cmd"),
             controller: controller_state_topic(),
         }
@@ -252,6 +261,10 @@ struct Run {
     client: AsyncClient,
     node: Arc<server::Node>,
     connected: bool,
+    /// The last `transfers` listed peers (so one empty one follows when they are gone).
+    transfers_reported: bool,
+    /// When the traffic counters were last taken.
+    transfers_since: Instant,
     batcher: HaveBatcher,
     gate: CommandGate,
     watch: ControllerWatch,
@@ -271,6 +284,8 @@ impl Run {
         let mut info_tick = tokio::time::interval(INFO_INTERVAL);
         info_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         info_tick.tick().await; // the first tick is immediate; info goes out on connecting
+        let mut transfers_tick = tokio::time::interval(TRANSFERS_INTERVAL);
+        transfers_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut changes = Vec::with_capacity(256);
         // The store's observer holds the sender for the life of the process; should it ever
         // go, stop asking (an empty closed channel answers at once, forever).
@@ -314,6 +329,7 @@ impl Run {
                 _ = info_tick.tick() => if self.connected {
                     self.publish_info();
                 },
+                _ = transfers_tick.tick() => self.report_transfers(),
                 _ = flush_sleep, if flush_at.is_some() => {}
             }
             self.check_overflow(&feed);
@@ -369,6 +385,45 @@ impl Run {
             board: self.board.clone(),
         };
         self.publish(&self.topics.info, &info, true);
+    }
+
+    /// Publishes what moved over the data plane since the last call, while connections are
+    /// open or something moved, and once more (empty) after that.
+    fn report_transfers(&mut self) {
+        let now = Instant::now();
+        let Taken { open, moved } = self.node.traffic.take();
+        let interval = now.duration_since(std::mem::replace(&mut self.transfers_since, now));
+        let busy = open > 0 || !moved.is_empty();
+        if !self.connected || !(busy || self.transfers_reported) {
+            return;
+        }
+        let msg = Transfers {
+            boot_id: self.boot_id,
+            interval_ms: (interval.as_millis() as u32).max(1),
+            peers: moved
+                .into_iter()
+                .map(|(peer, sent, received)| PeerTraffic {
+                    peer: peer.addr.to_string(),
+                    link: match peer.dialed_from {
+                        Some(local) => Link::Dialed {
+                            local: local.to_string(),
+                        },
+                        None => Link::Accepted,
+                    },
+                    sent_bytes: sent,
+                    received_bytes: received,
+                })
+                .collect(),
+        };
+        self.transfers_reported = !msg.peers.is_empty();
+        let payload = self.secret.seal(&self.topics.transfers, &msg);
+        // At most once: a lost one costs a blink of the fleet view, and no PUBACK is owed.
+        if let Err(e) = self
+            .client
+            .try_publish(&self.topics.transfers, QoS::AtMostOnce, false, payload)
+        {
+            debug!(error = %e, "could not queue a transfers report");
+        }
     }
 
     fn flush_haves(&mut self) {
@@ -545,10 +600,16 @@ async fn replicate(node: &server::Node, chunk: ChunkId, from: &str) -> anyhow::R
     let _budget = node.hold_body(u64::from(chunk.len())).await;
     let bytes = tokio::time::timeout(REPLICATE_TIMEOUT, async {
         let mut peer = trove_common::net::connect(addr).await?;
+        let meter = node.traffic.open(Peer {
+            addr,
+            dialed_from: Some(peer.local_addr()),
+        });
         // Not verified here on purpose: `store.put` hashes the bytes before it writes them
         // (and refuses a mismatch), so checking here too would hash every copy twice.
         let whole = ByteRange::new(0, chunk.len()).expect("chunks are never empty");
-        peer.danger_unverified_get_range(chunk, whole).await
+        let bytes = peer.danger_unverified_get_range(chunk, whole).await?;
+        meter.received(bytes.len() as u64);
+        Ok::<_, trove_common::net::NetError>(bytes)
     })
     .await
     .map_err(|_| anyhow!("no chunk after {}s", REPLICATE_TIMEOUT.as_secs()))??;

@@ -59,5 +59,11 @@ pub const COMMAND_FUTURE_SKEW_S: u64 = 60;
 /// How long shutdown waits for `offline` and the clean DISCONNECT to leave.
 pub const MQTT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// Connections metered at once for the fleet view (`traffic.rs`); more are served unmetered.
+/// One `transfers` message lists at most this many peers.
+pub const TRAFFIC_PEERS_MAX: usize = trove_common::control::TRANSFER_PEERS_MAX;
+/// How often `transfers` is published while connections are open.
+pub const TRANSFERS_INTERVAL: Duration = Duration::from_secs(1);
+
 const _: () = assert!(CHANGE_QUEUE_MAX >= trove_common::control::HAVE_BATCH_MAX);
 const _: () = assert!(REPLICATIONS_QUEUED_MAX >= REPLICATIONS_CONCURRENT_MAX);

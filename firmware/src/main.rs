@@ -18,6 +18,7 @@ mod notify;
 mod scrub;
 mod server;
 mod store;
+mod traffic;
 
 use std::path::PathBuf;
 use std::sync::Arc;

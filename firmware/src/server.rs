@@ -25,6 +25,7 @@ use crate::limits::{
     BODY_TIMEOUT, CONNECTIONS_MAX, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, IO_BUFFER_BYTES, PUT_BODY_BYTES_INFLIGHT_MAX,
 };
 use crate::store::{Store, StoreError};
+use crate::traffic::{Meter, Peer, Traffic};
 
 /// Everything a connection needs, shared.
 pub struct Node {
@@ -34,6 +35,8 @@ pub struct Node {
     pub started: Instant,
     pub bytes_served: AtomicU64,
     pub bytes_stored: AtomicU64,
+    /// Per-connection byte counters for the fleet view.
+    pub traffic: Traffic,
     /// Bytes of put bodies held in memory at once, in [`BUDGET_UNIT_BYTES`] units.
     body_budget: Semaphore,
 }
@@ -53,6 +56,7 @@ impl Node {
             started: Instant::now(),
             bytes_served: AtomicU64::new(0),
             bytes_stored: AtomicU64::new(0),
+            traffic: Traffic::default(),
             body_budget: Semaphore::new(budget_units(PUT_BODY_BYTES_INFLIGHT_MAX) as usize),
         }
     }
@@ -131,6 +135,10 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, node: &Node) -> R
         .into());
     }
     debug!(%peer, "handshake done");
+    let meter = node.traffic.open(Peer {
+        addr: peer,
+        dialed_from: None,
+    });
 
     let mut header = Vec::new();
     let mut scratch = Vec::new();
@@ -145,7 +153,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, node: &Node) -> R
         let req = request.req();
         let response = match request {
             Request::Get { chunk, range, .. } => {
-                send_chunk(&mut writer, &mut scratch, node, req, chunk, range).await?;
+                send_chunk(&mut writer, &mut scratch, node, &meter, req, chunk, range).await?;
                 None
             }
             Request::Put { chunk, grant, .. } => {
@@ -153,7 +161,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, node: &Node) -> R
                     // The body must come from the peer: send what we owe first (see below).
                     writer.flush().await?;
                 }
-                Some(receive_put(&mut reader, node, req, chunk, grant).await?)
+                Some(receive_put(&mut reader, node, &meter, req, chunk, grant).await?)
             }
             other => Some(answer(node, other).await),
         };
@@ -187,6 +195,7 @@ async fn send_chunk(
     writer: &mut BufWriter<OwnedWriteHalf>,
     scratch: &mut Vec<u8>,
     node: &Node,
+    meter: &Meter<'_>,
     req: u32,
     chunk: ChunkId,
     range: Option<ByteRange>,
@@ -204,6 +213,7 @@ async fn send_chunk(
         &file,
         u64::from(range.start()),
         range.len() as usize,
+        meter,
     )
     .await?;
     node.bytes_served.fetch_add(u64::from(range.len()), Ordering::Relaxed);
@@ -215,6 +225,7 @@ async fn sendfile_all(
     file: &std::fs::File,
     mut offset: u64,
     mut len: usize,
+    meter: &Meter<'_>,
 ) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     while len > 0 {
@@ -240,6 +251,7 @@ async fn sendfile_all(
             Ok(n) => {
                 offset += n as u64;
                 len -= n;
+                meter.sent(n as u64);
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
@@ -256,6 +268,7 @@ async fn sendfile_all(
 async fn receive_put(
     reader: &mut BufReader<OwnedReadHalf>,
     node: &Node,
+    meter: &Meter<'_>,
     req: u32,
     chunk: ChunkId,
     grant: Option<trove_common::Grant>,
@@ -268,6 +281,7 @@ async fn receive_put(
     };
     if let Some(resp) = refusal {
         discard(reader, len).await?;
+        meter.received(len);
         return Ok(resp);
     }
     let _budget = node.hold_body(len).await;
@@ -276,6 +290,7 @@ async fn receive_put(
         .await
         .map_err(|_| NetError::Timeout(BODY_TIMEOUT))?
         .map_err(eof_is_closed)?;
+    meter.received(len);
     let store = node.store.clone();
     match tokio::task::spawn_blocking(move || store.put(&chunk, &body)).await {
         Ok(Ok(())) => {

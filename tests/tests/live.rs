@@ -1,0 +1,274 @@
+//! The fleet view's live picture and the admin pages, end to end: a real controller, real
+//! `troved` appliances reporting their transfers over MQTT, the real `trove` CLI moving bytes,
+//! and the dashboard's pages over HTTP with cookies and forms, as a browser without scripts.
+//!
+//! Build the binaries first: `cargo build --workspace --bins`. Every wait polls with a
+//! deadline; no test asserts on timing.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
+use trove_common::api::{EdgeKind, FleetLive};
+use trove_common::control::{self, JoinToken, Link, NodeSecret, PeerTraffic, Transfers};
+use trove_tests::*;
+
+/// Appliances joining and announcing themselves online.
+const ONLINE_DEADLINE: Duration = Duration::from_secs(45);
+/// Copies made until every chunk is on three appliances.
+const REPLICATION_DEADLINE: Duration = Duration::from_secs(120);
+/// The Last Will (or its absence) reaching the fleet view.
+const OFFLINE_DEADLINE: Duration = Duration::from_secs(30);
+/// A download throttled to take several seconds, with room for a slow machine.
+const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(120);
+/// Transfer reports stopping and expiring after the bytes stop.
+const QUIET_DEADLINE: Duration = Duration::from_secs(20);
+/// The controller processing (and logging) MQTT messages.
+const INGEST_DEADLINE: Duration = Duration::from_secs(20);
+const POLL: Duration = Duration::from_millis(100);
+
+fn stack(n: usize) -> Stack {
+    let s = Stack::start(StackKind::EmbeddedSqlite, Controller::builder(), n);
+    s.wait_online(n, ONLINE_DEADLINE);
+    s
+}
+
+fn live(c: &Controller) -> FleetLive {
+    c.get("/fleet/live")
+}
+
+/// A browser (cookies, forms) logged in with `token` as its session.
+fn browser(c: &Controller, token: &str) -> WebClient {
+    let mut b = WebClient::new(c.url());
+    b.cookies.insert("trove_session".into(), token.to_owned());
+    b
+}
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transfers and state
+
+#[test]
+fn a_download_shows_as_client_download_edges_and_a_killed_appliance_as_offline() {
+    // Pins: appliances report the bytes they serve (node/<id>/transfers), the controller
+    // turns them into edges from each appliance to the client while `trove get` runs, and
+    // drops them once it is over; a SIGKILLed appliance reads `offline` in the live feed and
+    // on the server-rendered page.
+    let mut s = stack(3);
+    let c = &s.controller;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("film.bin");
+    random_file(&src, 24 * MIB, 51);
+    c.trove_ok([
+        "share".as_ref(),
+        src.as_os_str(),
+        "--name".as_ref(),
+        "film.bin".as_ref(),
+        "--no-progress".as_ref(),
+    ]);
+    let id = b3sum(&src);
+    wait_until(REPLICATION_DEADLINE, "three copies of every chunk", || {
+        c.file_status(&id).chunks_at_target == 24
+    });
+
+    let ids: Vec<String> = s.nodes.iter().map(|n| n.node_id().to_string()).collect();
+    let out = dir.path().join("film.out");
+    // About 8 s at this rate: many one-second reports while it runs.
+    let mut get = Spawned::spawn(c.trove_command([
+        "get".as_ref(),
+        id.as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--limit-rate".as_ref(),
+        "3MiB".as_ref(),
+        "--no-progress".as_ref(),
+    ]));
+    let mut seen: Vec<trove_common::api::LiveEdge> = Vec::new();
+    let deadline = Deadline::after(DOWNLOAD_DEADLINE);
+    let status = loop {
+        for e in live(c).edges {
+            if e.kind == EdgeKind::ClientDownload && !seen.iter().any(|s| s.from == e.from) {
+                seen.push(e);
+            }
+        }
+        if let Some(status) = get.try_wait() {
+            break status;
+        }
+        deadline.check("trove get to finish");
+        std::thread::sleep(POLL);
+    };
+    assert!(status.success(), "trove get failed: {}\n{}", get.stderr(), s.logs());
+    assert_eq!(b3sum(&out), id, "trove get returns the exact bytes");
+    assert!(
+        !seen.is_empty(),
+        "no client-download edge was seen while trove get ran\n{}",
+        s.logs()
+    );
+    for e in &seen {
+        assert!(ids.contains(&e.from), "a download edge comes from an appliance: {e:?}");
+        assert_eq!(e.to, "client 127.0.0.1", "the client is named by its address: {e:?}");
+        assert!(e.bytes_per_s > 0, "a download edge moves bytes: {e:?}");
+    }
+    wait_until(QUIET_DEADLINE, "the download edges to go once it is over", || {
+        live(c).edges.iter().all(|e| e.kind != EdgeKind::ClientDownload)
+    });
+
+    // Killed without a word: the broker publishes its Last Will.
+    let victim = s.nodes[1].node_id().to_string();
+    s.nodes[1].kill();
+    let c = &s.controller;
+    wait_until(OFFLINE_DEADLINE, "the killed appliance to read offline", || {
+        live(c).nodes.iter().any(|n| n.id == victim && n.state == "offline")
+    });
+    let after = live(c);
+    for n in &after.nodes {
+        let want = if n.id == victim { "offline" } else { "online" };
+        assert_eq!(n.state, want, "{n:?}");
+        assert!(n.since <= after.now_s, "{n:?}");
+    }
+    let page = browser(c, &c.admin_token()).get("/fleet");
+    assert_eq!(page.status, 200, "{}", page.text());
+    let html = page.text();
+    let row = html
+        .split("<tr class=\"node\"")
+        .find(|r| r.contains(&format!("data-node-id=\"{victim}\"")))
+        .unwrap_or_else(|| panic!("no row for the killed appliance: {html}"));
+    assert!(
+        row.contains("<td class=\"state offline\">offline</td>") && row.contains("offline for "),
+        "the page shows it offline: {row}"
+    );
+    drop(s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forged reports
+
+async fn mqtt_publish(broker: SocketAddr, login: (String, String), msgs: &[(String, Vec<u8>)]) {
+    let mut opts = MqttOptions::new("intruder-live", broker.ip().to_string(), broker.port());
+    opts.set_keep_alive(Duration::from_secs(5));
+    opts.set_credentials(login.0, login.1);
+    let (client, mut events) = AsyncClient::new(opts, 64);
+    tokio::time::timeout(INGEST_DEADLINE, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    assert_eq!(ack.code, ConnectReturnCode::Success, "broker login");
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => panic!("connecting to the broker: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the broker answers");
+    for (topic, payload) in msgs {
+        client
+            .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+            .await
+            .expect("queueing a publish");
+    }
+    let mut acked = 0;
+    tokio::time::timeout(INGEST_DEADLINE, async {
+        while acked < msgs.len() {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => panic!("MQTT connection failed while publishing: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the broker acknowledges the publishes");
+}
+
+fn report(client: &str) -> Transfers {
+    Transfers {
+        boot_id: 1,
+        interval_ms: 1000,
+        peers: vec![PeerTraffic {
+            peer: format!("{client}:4000"),
+            link: Link::Accepted,
+            sent_bytes: 1 << 20,
+            received_bytes: 0,
+        }],
+    }
+}
+
+fn edges_to(c: &Controller, client: &str) -> Vec<trove_common::api::LiveEdge> {
+    live(c)
+        .edges
+        .into_iter()
+        .filter(|e| e.to == format!("client {client}"))
+        .collect()
+}
+
+#[test]
+fn forged_transfer_reports_are_ignored() {
+    // Pins: a transfers report counts only under its own node's topic with that node's MAC,
+    // even from a client the broker let in with a node's stolen credentials.
+    let s = stack(2);
+    let c = &s.controller;
+    let (a, b) = (&s.nodes[0], &s.nodes[1]);
+    let token = JoinToken::decode(a.join_token().expect("joined")).expect("a valid join token");
+    let topic_a = control::node_topic(&a.node_id(), "transfers");
+    let topic_b = control::node_topic(&b.node_id(), "transfers");
+    let forger = NodeSecret([0x5a; 32]);
+    let forged = vec![
+        // A's topic, a MAC from a key that is not A's.
+        (topic_a.clone(), forger.seal(&topic_a, &report("10.99.0.1"))),
+        // B's topic, sealed with A's key (for B's topic): B's key does not open it.
+        (topic_b.clone(), token.secret.seal(&topic_b, &report("10.99.0.2"))),
+        // A's own report, moved to B's topic.
+        (topic_b.clone(), token.secret.seal(&topic_a, &report("10.99.0.3"))),
+        // Cut short.
+        (topic_a.clone(), b"short".to_vec()),
+    ];
+    let broker = c.mqtt_addr().expect("the embedded broker writes DATA/mqtt.addr");
+    let login = (a.node_id().to_string(), token.secret.password());
+    let ignored = |c: &Controller| {
+        c.log()
+            .lines()
+            .filter(|l| l.contains("ignored MQTT message") && l.contains("/transfers"))
+            .count()
+    };
+    let before = ignored(c);
+    block_on(mqtt_publish(broker, login.clone(), &forged));
+    wait_until(INGEST_DEADLINE, "the controller to ignore the forged reports", || {
+        ignored(c) >= before + forged.len()
+    });
+    assert!(c.log().contains("MAC does not verify"), "{}", tail(&c.log(), 30));
+    for client in ["10.99.0.1", "10.99.0.2", "10.99.0.3"] {
+        assert!(
+            edges_to(c, client).is_empty(),
+            "a forged report drew an edge to {client}"
+        );
+    }
+
+    // The same path with A's own key on A's topic is drawn: what stopped the others was
+    // their MAC.
+    let genuine = vec![(topic_a.clone(), token.secret.seal(&topic_a, &report("10.99.0.4")))];
+    block_on(mqtt_publish(broker, login, &genuine));
+    let drawn = wait_for(INGEST_DEADLINE, "the genuine report's edge", || {
+        let e = edges_to(c, "10.99.0.4");
+        (!e.is_empty()).then_some(e)
+    });
+    assert_eq!(drawn[0].from, a.node_id().to_string());
+    assert_eq!(
+        (drawn[0].kind, drawn[0].bytes_per_s),
+        (EdgeKind::ClientDownload, 1 << 20)
+    );
+    for client in ["10.99.0.1", "10.99.0.2", "10.99.0.3"] {
+        assert!(
+            edges_to(c, client).is_empty(),
+            "a forged report drew an edge to {client}"
+        );
+    }
+}
