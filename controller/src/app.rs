@@ -36,6 +36,9 @@ pub struct App {
     pub availability_dirty: Mutex<HashSet<ChunkId>>,
     /// MQTT messages received and not yet applied: repair waits a little while this is not 0.
     pub ingest_queued: AtomicUsize,
+    /// Where browser uploads are spooled (`DATA/uploads`), emptied at start-up: a file left
+    /// there by a crash belongs to an upload nobody is waiting for any more.
+    pub uploads_dir: std::path::PathBuf,
     /// What the appliances last said is moving over their connections (the fleet view).
     pub live: crate::live::Live,
     secrets: Mutex<HashMap<NodeId, NodeSecret>>,
@@ -140,6 +143,7 @@ impl App {
         broker_for_nodes: String,
         grace_s: i64,
         boot_id: u64,
+        uploads_dir: std::path::PathBuf,
     ) -> App {
         App {
             db,
@@ -159,6 +163,7 @@ impl App {
             logins: crate::accounts::LoginLimiter::default(),
             availability_dirty: Mutex::new(HashSet::new()),
             ingest_queued: AtomicUsize::new(0),
+            uploads_dir,
             live: crate::live::Live::default(),
             secrets: Mutex::new(HashMap::new()),
             // Strictly increasing across restarts too: nodes ignore IDs they have passed.

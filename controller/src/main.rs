@@ -188,7 +188,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
     ));
     let (client, events) = rumqttc::AsyncClient::new(opts, 1024);
 
-    let app = Arc::new(App::new(db, key, client, broker_for_nodes, args.grace_secs, boot_id));
+    let uploads_dir = args.data.join("uploads");
+    let app = Arc::new(App::new(
+        db,
+        key,
+        client,
+        broker_for_nodes,
+        args.grace_secs,
+        boot_id,
+        uploads_dir.clone(),
+    ));
 
     if let Some(Cmd::Enroll { name, board, boot }) = &args.command {
         // Before the enrollment: an unknown board must not leave a node nobody will join as.
@@ -205,6 +214,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             broker,
             0,
             0,
+            app.uploads_dir.clone(),
         );
         let enrollment = api::make_enrollment(&app, name.as_deref()).await?;
         match (board, boot) {
@@ -235,6 +245,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         write_secret_file(&admin_token_path, &token)?;
     }
 
+    // Left-overs of uploads cut off by a crash or power cut: nobody waits for them. (Not
+    // before `enroll` above, which may run beside a serving controller.)
+    let _ = std::fs::remove_dir_all(&uploads_dir);
+    std::fs::create_dir_all(&uploads_dir).with_context(|| format!("creating {}", uploads_dir.display()))?;
     tokio::spawn(ingest::run(app.clone(), events));
     tokio::spawn(repair::repair_loop(app.clone()));
     tokio::spawn(repair::inventory_loop(app.clone()));

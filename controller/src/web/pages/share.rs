@@ -1,7 +1,7 @@
 //! Sharing from the browser: `/share` (the form) and `POST /share/upload` (the bytes).
 //!
 //! A browser cannot speak the data plane, so the controller does for it what `trove share`
-//! does: it streams the body to a temporary file (never all of it in memory), building the
+//! does: it streams the body to a file in `DATA/uploads` (never all of it in memory), building the
 //! manifest on the way, registers the share through `api::register_share` (the code behind
 //! `POST /api/v1/files`), then sends each missing chunk to the appliance named for it, one
 //! connection per appliance, all appliances at once, each chunk verified against its ID as
@@ -85,10 +85,10 @@ struct Spool {
 }
 
 impl Spool {
-    fn create() -> anyhow::Result<(Spool, std::fs::File)> {
+    fn create(dir: &std::path::Path) -> anyhow::Result<(Spool, std::fs::File)> {
         let mut r = [0u8; 12];
         getrandom::fill(&mut r).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        let path = std::env::temp_dir().join(format!("trove-upload-{}.part", hex::encode(&r)));
+        let path = dir.join(format!("trove-upload-{}.part", hex::encode(&r)));
         let f = std::fs::OpenOptions::new()
             .write(true)
             .read(true)
@@ -185,7 +185,7 @@ async fn upload_inner(app: &App, caller: &Caller, raw: &str, mut body: Body) -> 
     };
     let mut meta = crate::api::share_meta(&req)?;
 
-    let (spool, file) = Spool::create()?;
+    let (spool, file) = Spool::create(&app.uploads_dir)?;
     let mut file = tokio::fs::File::from_std(file);
     let mut builder = ManifestBuilder::new(CHUNK_BYTES_DEFAULT).context("chunk size")?;
     let mut head: Vec<u8> = Vec::with_capacity(SNIFF_BYTES);
@@ -204,7 +204,7 @@ async fn upload_inner(app: &App, caller: &Caller, raw: &str, mut body: Body) -> 
         builder.update(&data);
         if let Err(e) = file.write_all(&data).await {
             return Err(if e.kind() == std::io::ErrorKind::StorageFull {
-                ApiError::InsufficientStorage("the controller's temporary directory is full".into()).into()
+                ApiError::InsufficientStorage("the controller's upload directory is full".into()).into()
             } else {
                 anyhow::Error::from(e).context("spooling an upload").into()
             });
