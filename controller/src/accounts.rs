@@ -327,10 +327,15 @@ async fn revoke_token(
 }
 
 async fn users(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Vec<UserView>>, ApiError> {
+    Ok(Json(all_users(&app, &caller).await?))
+}
+
+/// Every account, for an admin. The API's `GET /users` and the admin page.
+pub async fn all_users(app: &App, caller: &Caller) -> Result<Vec<UserView>, ApiError> {
     if !caller.is_admin {
         return Err(ApiError::Forbidden);
     }
-    Ok(Json(app.db.users().await?))
+    Ok(app.db.users().await?)
 }
 
 async fn user(
@@ -341,7 +346,8 @@ async fn user(
     Ok(Json(profile(&app, &name, caller.user_id).await?))
 }
 
-async fn set_disabled(app: &App, caller: &Caller, name: &str, disabled: bool) -> Result<Json<UserView>, ApiError> {
+/// An admin disables (or enables again) `name`'s account. The API's and the admin page's.
+pub async fn set_disabled(app: &App, caller: &Caller, name: &str, disabled: bool) -> Result<UserView, ApiError> {
     if !caller.is_admin {
         return Err(ApiError::Forbidden);
     }
@@ -352,7 +358,7 @@ async fn set_disabled(app: &App, caller: &Caller, name: &str, disabled: bool) ->
         return Err(ApiError::NotFound(format!("no user {name:?}")));
     }
     tracing::info!(user = %name, disabled, by = %caller.name, "user access changed");
-    Ok(Json(profile(app, name, caller.user_id).await?))
+    profile(app, name, caller.user_id).await
 }
 
 async fn disable(
@@ -360,7 +366,7 @@ async fn disable(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<UserView>, ApiError> {
-    set_disabled(&app, &caller, &name, true).await
+    Ok(Json(set_disabled(&app, &caller, &name, true).await?))
 }
 
 async fn enable(
@@ -368,5 +374,5 @@ async fn enable(
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<UserView>, ApiError> {
-    set_disabled(&app, &caller, &name, false).await
+    Ok(Json(set_disabled(&app, &caller, &name, false).await?))
 }

@@ -192,14 +192,19 @@ async fn enroll(
     caller: Caller,
     body: Option<Json<EnrollRequest>>,
 ) -> Result<Json<Enrollment>, ApiError> {
+    let name = body.and_then(|Json(b)| b.name);
+    Ok(Json(enroll_for(&app, &caller, name.as_deref()).await?))
+}
+
+/// An admin enrolls a new appliance. The API's `POST /enrollments` and the admin page's.
+pub async fn enroll_for(app: &App, caller: &Caller, name: Option<&str>) -> Result<Enrollment, ApiError> {
     if !caller.is_admin {
         return Err(ApiError::Forbidden);
     }
-    let name = body.and_then(|Json(b)| b.name);
-    if name.as_ref().is_some_and(|n| n.len() > 128) {
+    if name.is_some_and(|n| n.len() > 128) {
         return Err(ApiError::BadRequest("name is longer than 128 bytes".into()));
     }
-    Ok(Json(make_enrollment(&app, name.as_deref()).await?))
+    Ok(make_enrollment(app, name).await?)
 }
 
 async fn nodes(State(app): State<Arc<App>>, _caller: Caller) -> Result<Json<Vec<NodeView>>, ApiError> {

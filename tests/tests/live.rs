@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
-use trove_common::api::{EdgeKind, FleetLive};
+use trove_common::api::{EdgeKind, FleetLive, LoginResponse, NodeView};
 use trove_common::control::{self, JoinToken, Link, NodeSecret, PeerTraffic, Transfers};
 use trove_tests::*;
 
@@ -271,4 +271,128 @@ fn forged_transfer_reports_are_ignored() {
             "a forged report drew an edge to {client}"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin pages
+
+fn signup(c: &Controller, name: &str) -> String {
+    let body = format!(r#"{{"name":"{name}","password":"correct horse battery"}}"#);
+    let a = c.api("POST", "/signup", None, Some(&body));
+    assert_eq!(a.status, 200, "signing up {name}: {}", a.body);
+    let r: LoginResponse = a.json();
+    r.token
+}
+
+/// The `<tr class="user..." data-name="NAME">` row of the admin page, as written.
+fn user_row(html: &str, name: &str) -> String {
+    html.split("<tr class=\"user")
+        .skip(1)
+        .find(|r| r.contains(&format!("data-name=\"{name}\"")))
+        .map(|r| r.split("</tr>").next().unwrap_or(r).to_owned())
+        .unwrap_or_else(|| panic!("no row for {name} on the admin page: {html}"))
+}
+
+#[test]
+fn admin_pages_are_for_admins_and_their_forms_need_the_csrf_token() {
+    // Pins: /admin and its forms answer 403 to anyone but an admin; disabling a user takes
+    // effect at once and only with the session's CSRF token; enabling undoes it; the enroll
+    // form hands out a join token an appliance can really join with.
+    let s = stack(0);
+    let c = &s.controller;
+    let bob = signup(c, "bob");
+    let me = |token: &str| c.api("GET", "/me", Some(token), None).status;
+    assert_eq!(me(&bob), 200);
+
+    // Bob is no admin: the page and every form are refused, even with his own CSRF token.
+    let mut as_bob = browser(c, &bob);
+    let fleet = as_bob.get("/fleet");
+    assert_eq!(fleet.status, 200, "any user sees the fleet: {}", fleet.text());
+    let bob_csrf = html_input_value(&fleet.text(), "csrf").expect("a CSRF token on bob's page");
+    let refused = as_bob.get("/admin");
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    assert!(!refused.text().contains("id=\"users\""), "{}", refused.text());
+    let a = as_bob.post_form("/admin/users/admin/disable", &[("csrf", &bob_csrf)]);
+    assert_eq!(a.status, 403, "{}", a.text());
+    let a = as_bob.post_form("/admin/enroll", &[("csrf", &bob_csrf), ("name", "bobs-pi")]);
+    assert_eq!(a.status, 403, "{}", a.text());
+    let admin_token = c.admin_token();
+    assert_eq!(me(&admin_token), 200, "bob could not disable the admin");
+
+    let mut as_admin = browser(c, &admin_token);
+    let page = as_admin.get("/admin");
+    assert_eq!(page.status, 200, "{}", page.text());
+    let html = page.text();
+    let row = user_row(&html, "bob");
+    assert!(
+        row.contains("<td class=\"disabled\">no</td>") && row.contains("<td class=\"admin\">no</td>"),
+        "{row}"
+    );
+    assert!(row.contains("/admin/users/bob/disable"), "{row}");
+    assert!(
+        user_row(&html, "admin").contains("<td class=\"admin\">yes</td>"),
+        "{html}"
+    );
+    let csrf = html_input_value(&html, "csrf").expect("a CSRF token on the admin page");
+
+    // Without the token, or with another session's: refused, and bob is untouched.
+    let a = as_admin.post_form("/admin/users/bob/disable", &[]);
+    assert_eq!(a.status, 403, "{}", a.text());
+    let a = as_admin.post_form("/admin/users/bob/disable", &[("csrf", &bob_csrf)]);
+    assert_eq!(a.status, 403, "{}", a.text());
+    assert_eq!(me(&bob), 200, "a form without the CSRF token disabled bob");
+
+    // With it: done, and bob's token stops working at once.
+    let a = as_admin.post_form("/admin/users/bob/disable", &[("csrf", &csrf)]);
+    assert_eq!((a.status, a.header("location")), (303, Some("/admin")), "{}", a.text());
+    assert_eq!(me(&bob), 401, "a disabled user's token still works");
+    let row = user_row(&as_admin.get("/admin").text(), "bob");
+    assert!(row.contains("<td class=\"disabled\">yes</td>"), "{row}");
+    assert!(row.contains("/admin/users/bob/enable"), "{row}");
+    let a = as_admin.post_form("/admin/users/nobody/disable", &[("csrf", &csrf)]);
+    assert_eq!(a.status, 404, "{}", a.text());
+    assert!(a.text().contains("class=\"error\""), "{}", a.text());
+    let a = as_admin.post_form("/admin/users/bob/enable", &[("csrf", &csrf)]);
+    assert_eq!(a.status, 303, "{}", a.text());
+    assert_eq!(me(&bob), 200, "enabled again");
+
+    // Enrolling: the token is shown once with the shell equivalent, and it works.
+    let nodes_before = c.nodes().len();
+    let a = as_admin.post_form("/admin/enroll", &[("name", "garage-pi"), ("board", "rpi4")]);
+    assert_eq!(a.status, 403, "enrolling without the CSRF token: {}", a.text());
+    let a = as_admin.post_form(
+        "/admin/enroll",
+        &[("csrf", &csrf), ("name", "garage-pi"), ("board", "nope")],
+    );
+    assert_eq!(a.status, 400, "{}", a.text());
+    assert_eq!(c.nodes().len(), nodes_before, "refused enrollments made no node");
+    let a = as_admin.post_form(
+        "/admin/enroll",
+        &[("csrf", &csrf), ("name", "garage-pi"), ("board", "rpi4")],
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    let html = a.text();
+    assert!(
+        html.contains("trove-controller enroll --name garage-pi --board rpi4"),
+        "the shell equivalent: {html}"
+    );
+    let token: String = html
+        .split("trove1-")
+        .nth(1)
+        .map(|t| {
+            format!(
+                "trove1-{}",
+                t.chars().take_while(char::is_ascii_hexdigit).collect::<String>()
+            )
+        })
+        .unwrap_or_else(|| panic!("no join token on the page: {html}"));
+    let node = Node::joining(&token).start();
+    let id = node.node_id().to_string();
+    let joined: NodeView = wait_for(ONLINE_DEADLINE, "the enrolled appliance online", || {
+        c.nodes().into_iter().find(|n| n.id == id && n.state == "online")
+    });
+    assert_eq!(joined.name.as_deref(), Some("garage-pi"));
+    wait_until(ONLINE_DEADLINE, "the live feed to show it", || {
+        live(c).nodes.iter().any(|n| n.id == id && n.state == "online")
+    });
 }
