@@ -72,11 +72,13 @@ pub struct GatewayTransfer {
     pub bytes_per_s: u64,
 }
 
-/// INTEGRATION POINT (gateway): `crate::gateway::active_transfers(app)` goes here once
-/// `gateway.rs` has it, mapped to [`GatewayTransfer`]s. Until then the gateway's fetches show
-/// only as the appliances see them: a client download to the controller's address.
-fn gateway_transfers(_app: &App) -> Vec<GatewayTransfer> {
-    Vec::new()
+/// The gateway's fetches (`gateway::active_transfers`: bytes per second per appliance,
+/// including bytes asked for and not yet received).
+fn gateway_transfers(app: &App) -> Vec<GatewayTransfer> {
+    crate::gateway::active_transfers(app)
+        .into_iter()
+        .map(|(node, bytes_per_s)| GatewayTransfer { node, bytes_per_s })
+        .collect()
 }
 
 /// The latest transfer report of every node that sent one recently.
@@ -324,6 +326,19 @@ mod tests {
             &[(node(1), report(1000, vec![peer("10.0.0.9:1", Link::Accepted, 0, 0)]))],
             &[(node(2), node(1))],
             &[edge(&n2, &n1, 0, EdgeKind::Replication)],
+        );
+    }
+
+    #[test]
+    fn the_gateway_fetching_is_an_edge_to_the_controller() {
+        let addrs = HashMap::new();
+        let gateway = [GatewayTransfer {
+            node: node(3),
+            bytes_per_s: 5,
+        }];
+        assert_eq!(
+            edges(&[], &addrs, &[], &gateway),
+            [edge(&node(3).to_string(), "controller", 5, EdgeKind::Gateway)]
         );
     }
 
