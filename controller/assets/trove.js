@@ -133,7 +133,7 @@ function troveSince(state, secs) {
 
 const TROVE_SVG = "http://www.w3.org/2000/svg";
 // The drawing's geometry, as in web/fleet.rs.
-const TROVE_VIEW = { w: 640, h: 440, ring: 140, outer: 200 };
+const TROVE_VIEW = { w: 720, h: 520, ring: 120, outer: 220 };
 
 function troveNodeName(n) { return n.name || n.id.slice(0, 8); }
 

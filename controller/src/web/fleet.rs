@@ -41,10 +41,10 @@ pub(super) async fn security_headers(mut res: Response) -> Response {
 }
 
 /// The drawing's size and geometry; `trove.js` uses the same numbers (see `fleetLayout`).
-const VIEW_W: f64 = 640.0;
-const VIEW_H: f64 = 440.0;
-const RING_R: f64 = 140.0;
-const OUTER_R: f64 = 200.0;
+const VIEW_W: f64 = 720.0;
+const VIEW_H: f64 = 520.0;
+const RING_R: f64 = 120.0;
+const OUTER_R: f64 = 220.0;
 
 #[derive(askama::Template)]
 #[template(path = "fleet.html")]
