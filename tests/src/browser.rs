@@ -78,7 +78,7 @@ pub fn cannot_run(why: &str) {
 
 /// The test video's picture: 720p at 25 frames per second, H.264 at [`VIDEO_BITS_PER_SEC`]
 /// (a constant bitrate, so a position in time is close to the same fraction of the bytes).
-pub const VIDEO_BITS_PER_SEC: u64 = 6_000_000;
+pub const VIDEO_BITS_PER_SEC: u64 = 8_000_000;
 
 /// Makes `dir/name` (an MP4 with its index at the front, `+faststart`, as a player streaming
 /// it needs): `secs` seconds of ffmpeg's moving test pattern, H.264 (`yuv420p`, which every

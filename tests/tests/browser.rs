@@ -23,8 +23,11 @@ const UPLOAD_DEADLINE: Duration = Duration::from_secs(90);
 const PLAYBACK_DEADLINE: Duration = Duration::from_secs(30);
 /// A killed appliance's Last Will reaching the fleet page.
 const OFFLINE_DEADLINE: Duration = Duration::from_secs(30);
-/// Seconds of test video: at [`trove_tests::browser::VIDEO_BITS_PER_SEC`] it spans dozens of chunks.
-const VIDEO_SECS: u32 = 50;
+/// Seconds of test video: at [`trove_tests::browser::VIDEO_BITS_PER_SEC`] it spans many
+/// chunks, so that what a browser buffers after the start and after the seek (bounded in
+/// seconds by the player and in bytes by socket buffers and the gateway's read-ahead) leaves
+/// most of the middle unfetched.
+const VIDEO_SECS: u32 = 90;
 /// Where the test seeks to, as a fraction of the video's duration.
 const SEEK_FRACTION: f64 = 0.8;
 /// The most of the file's chunks the gateway may have fetched to play the start and then the
@@ -91,8 +94,8 @@ struct ApiUser {
     config: tempfile::TempDir,
 }
 
-fn api_signup(s: &Stack, name: &str) -> ApiUser {
-    let body = json!({ "name": name, "password": PASSWORD }).to_string();
+fn api_signup(s: &Stack, name: &str, display_name: &str) -> ApiUser {
+    let body = json!({ "name": name, "password": PASSWORD, "display_name": display_name }).to_string();
     let a = http(
         "POST",
         &format!("{}/api/v1/signup", s.controller.url()),
@@ -112,10 +115,28 @@ fn api_signup(s: &Stack, name: &str) -> ApiUser {
     }
 }
 
-/// `trove share PATH --title T [--tag ...] [--private] --wait --json` as `user`; the file ID.
-fn cli_share(s: &Stack, user: &ApiUser, path: &Path, title: &str, tags: &[&str], private: bool) -> String {
+/// What a share made with the CLI says.
+struct Share<'a> {
+    title: &'a str,
+    description: &'a str,
+    tags: &'a [&'a str],
+    private: bool,
+}
+
+/// `trove share PATH --title T [--description D] [--tag ...] [--private] --wait --json` as
+/// `user`; the file ID.
+fn cli_share(s: &Stack, user: &ApiUser, path: &Path, share: &Share<'_>) -> String {
+    let Share {
+        title,
+        description,
+        tags,
+        private,
+    } = *share;
     let mut cmd = trove_command(["share".as_ref(), path.as_os_str()]);
     cmd.args(["--title", title]);
+    if !description.is_empty() {
+        cmd.args(["--description", description]);
+    }
     for t in tags {
         cmd.args(["--tag", t]);
     }
@@ -173,6 +194,15 @@ async fn no_script_ran(b: &mut Browser, page: &str) {
     assert_eq!(injected, 0, "{page} holds elements made of the title's markup");
 }
 
+/// The status a script in the page gets from `fetch(path)` (with the browser's cache and
+/// cookies, as a page's own requests go).
+async fn fetch_status(b: &Browser, path: &str) -> u64 {
+    let v = b
+        .js("return fetch(arguments[0]).then(r => r.status);", vec![json!(path)])
+        .await;
+    v.as_u64().unwrap_or_else(|| panic!("fetch {path}: {v}"))
+}
+
 /// The HTTP status of the document the browser shows (Navigation Timing's `responseStatus`).
 async fn page_status(b: &Browser) -> u64 {
     let v = b
@@ -206,6 +236,9 @@ async fn share_find_play_seek_and_see_the_view_on_me() {
     let tag = "testcard";
 
     signup(&mut b, "vera", "Vera Video").await;
+    // Counted from here: the gateway's cache of verified chunks is shared by everyone, so
+    // what the sharer's player preloaded is not fetched again for the viewer.
+    let fetched_before = metric(&s, "trove_gateway_chunks_fetched_total");
 
     // Share it; a recorder in the page keeps what the progress bar and the done link said
     // when the page leaves (sessionStorage survives the navigation to the file page).
@@ -249,9 +282,15 @@ async fn share_find_play_seek_and_see_the_view_on_me() {
     );
     b.wait_text("h1#title", "the title", |t| t == title).await;
     b.screenshot("share-done-file-page").await;
+    // Off the file page, so the sharer's player fetches nothing more.
+    b.goto("/me").await;
+    let sharer = b;
 
-    // Someone else finds it by tag from the search page, and opens it.
-    logout(&mut b).await;
+    // Someone else, on their own computer (their own browser and cache), finds it by tag
+    // from the search page, and opens it.
+    let Some(mut b) = browser("share_find_play_viewer", &s).await else {
+        return;
+    };
     signup(&mut b, "walt", "Walt Watcher").await;
     b.goto("/").await;
     // The tag field may sit among folded filters: unfold them as a person would.
@@ -288,10 +327,8 @@ async fn share_find_play_seek_and_see_the_view_on_me() {
         )
         .await;
     assert_eq!(src, json!(format!("/api/v1/files/{file_id}/content")));
-    b.phone_screenshot("file", "video#player").await;
 
     // Play, then seek near the end; the gateway serves ranges from the chunks they cover.
-    let fetched_before = metric(&s, "trove_gateway_chunks_fetched_total");
     b.js(
         "const v = document.querySelector('video#player');
          window.__seeked = 0;
@@ -346,7 +383,7 @@ async fn share_find_play_seek_and_see_the_view_on_me() {
     let fetched = metric(&s, "trove_gateway_chunks_fetched_total") - fetched_before;
     let fraction = fetched as f64 / n_chunks as f64;
     println!(
-        "gateway fetched {fetched} of the video's {n_chunks} chunks ({:.0}%) to play its start and seek to {:.0}%",
+        "gateway fetched {fetched} of the video's {n_chunks} chunks ({:.0}%) for two people's players: loading, playing the start, seeking to {:.0}%",
         fraction * 100.0,
         SEEK_FRACTION * 100.0
     );
@@ -358,23 +395,22 @@ async fn share_find_play_seek_and_see_the_view_on_me() {
         fraction < CHUNKS_FETCHED_FRACTION_MAX,
         "the gateway fetched {fetched} of {n_chunks} chunks to play the start and the end"
     );
+    b.phone_screenshot("file", "video#player").await;
 
     // The viewer's history has the view; the sharer's dashboard counts it.
     b.goto("/me").await;
-    let seen = b
-        .wait_for("a view of the video in /me's history", WAIT_DEADLINE, async |b| {
-            let what = b.texts("#my-history tr.event td.what").await;
-            let titles = b.texts("#my-history tr.event td.title a").await;
-            what.iter()
-                .zip(&titles)
-                .any(|(w, t)| w == "view" && t == title)
-                .then_some(())
-        })
-        .await;
-    let () = seen;
+    b.wait_for("a view of the video in /me's history", WAIT_DEADLINE, async |b| {
+        let what = b.texts("#my-history tr.event td.what").await;
+        let titles = b.texts("#my-history tr.event td.title a").await;
+        what.iter()
+            .zip(&titles)
+            .any(|(w, t)| w == "view" && t == title)
+            .then_some(())
+    })
+    .await;
     b.screenshot("me-viewer").await;
-    logout(&mut b).await;
-    login(&mut b, "vera").await;
+    b.close().await;
+    let mut b = sharer;
     b.goto("/me").await;
     let row = "#my-shares tr.share";
     b.wait_text(&format!("{row} td.title a"), "the video's title", |t| t == title)
@@ -396,6 +432,18 @@ async fn share_find_play_seek_and_see_the_view_on_me() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_page_shows_a_killed_appliance_offline_without_reloading() {
     let mut s = stack(3);
+    // Something on the appliances, so the page has chunks to count.
+    let dir = tempdir();
+    let path = dir.path().join("album.bin");
+    random_file(&path, 6 * MIB, 3);
+    let uploader = api_signup(&s, "ursula", "Ursula");
+    let share = Share {
+        title: "Holiday album",
+        description: "",
+        tags: &["photos"],
+        private: false,
+    };
+    cli_share(&s, &uploader, &path, &share);
     let Some(mut b) = browser("fleet", &s).await else {
         return;
     };
@@ -439,25 +487,57 @@ async fn fleet_page_shows_a_killed_appliance_offline_without_reloading() {
     b.close().await;
 }
 
-/// Pins that what people type is shown as text, never run: a title made of markup appears
-/// literally in search results and on the file page, and no script of it runs. And that
-/// someone else's private file is a 404, as a page and through the gateway.
+/// Pins that what people type is shown as text, never run: a title, a description and a
+/// display name made of markup appear literally in search results, on the file page and on
+/// the profile, and no script of them runs. And that someone else's private file is a 404,
+/// as a page and through the gateway, also in a browser its sharer used before logging out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn titles_are_text_and_private_files_are_not_found() {
     let s = stack(3);
     let dir = tempdir();
-    let mallory = api_signup(&s, "mallory");
+    let display_name = r#"<img src=x onerror="window.__xss=3">"#;
+    let mallory = api_signup(&s, "mallory", display_name);
     let title = r#"<script>window.__xss=1</script><img src=x onerror="window.__xss=2">"#;
+    let description = r#"</p><script>window.__xss=4</script>"#;
     let public = dir.path().join("public.bin");
     random_file(&public, 64 << 10, 1);
-    let public_id = cli_share(&s, &mallory, &public, title, &["markup"], false);
+    let public_id = cli_share(
+        &s,
+        &mallory,
+        &public,
+        &Share {
+            title,
+            description,
+            tags: &["markup"],
+            private: false,
+        },
+    );
     let secret = dir.path().join("secret.bin");
     random_file(&secret, 64 << 10, 2);
-    let secret_id = cli_share(&s, &mallory, &secret, "Mallory's diary", &["markup"], true);
+    let secret_id = cli_share(
+        &s,
+        &mallory,
+        &secret,
+        &Share {
+            title: "Mallory's diary",
+            description: "private",
+            tags: &["markup"],
+            private: true,
+        },
+    );
 
     let Some(mut b) = browser("titles_and_privacy", &s).await else {
         return;
     };
+    // Mallory looks at her private file in this browser first, then logs out: what the
+    // browser kept of it must not reach the next person on the same computer.
+    let content = format!("/api/v1/files/{secret_id}/content");
+    login(&mut b, "mallory").await;
+    b.goto(&format!("/f/{secret_id}")).await;
+    b.wait_text("h1#title", "the private file's title", |t| t == "Mallory's diary")
+        .await;
+    assert_eq!(fetch_status(&b, &content).await, 200, "mallory fetching her own file");
+    logout(&mut b).await;
     signup(&mut b, "victor", "Victor Viewer").await;
 
     b.goto("/search?tag=markup").await;
@@ -469,8 +549,16 @@ async fn titles_are_text_and_private_files_are_not_found() {
 
     b.goto(&format!("/f/{public_id}")).await;
     b.wait_text("h1#title", "the title, literally", |t| t == title).await;
+    let shown = b.text(".description").await;
+    assert_eq!(shown, description, "the description, literally");
     no_script_ran(&mut b, "the file page").await;
     b.screenshot("file-markup-title").await;
+
+    b.goto("/u/mallory").await;
+    b.wait_text("#display-name", "the display name, literally", |t| t == display_name)
+        .await;
+    no_script_ran(&mut b, "mallory's profile").await;
+    b.screenshot("profile-markup-name").await;
 
     // Someone else's private file: not found, as a page and as content.
     b.goto(&format!("/f/{secret_id}")).await;
@@ -485,7 +573,11 @@ async fn titles_are_text_and_private_files_are_not_found() {
         "the 404 page tells the private title: {text:?}"
     );
     b.screenshot("private-file-404").await;
-    let content = format!("/api/v1/files/{secret_id}/content");
+    assert_eq!(
+        fetch_status(&b, &content).await,
+        404,
+        "victor fetching mallory's private file's content after she logged out of this browser"
+    );
     b.goto(&content).await;
     assert_eq!(
         page_status(&b).await,
