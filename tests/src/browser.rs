@@ -498,6 +498,31 @@ impl Browser {
         path
     }
 
+    /// Like [`Browser::screenshot`], but of the whole page: the window is made as tall as the
+    /// document for the shot, then put back.
+    pub async fn full_screenshot(&mut self, name: &str) -> PathBuf {
+        let v = self
+            .js(
+                "return [document.documentElement.scrollHeight, window.outerHeight - window.innerHeight];",
+                vec![],
+            )
+            .await;
+        let (Some(page), Some(chrome)) = (v[0].as_u64(), v[1].as_u64()) else {
+            panic!("page height {v}")
+        };
+        let height = u32::try_from(page + chrome).expect("a page height in pixels");
+        self.client
+            .set_window_size(DESKTOP_WIDTH, height.max(DESKTOP_HEIGHT))
+            .await
+            .expect("growing the window");
+        let path = self.screenshot(name).await;
+        self.client
+            .set_window_size(DESKTOP_WIDTH, DESKTOP_HEIGHT)
+            .await
+            .expect("restoring the window");
+        path
+    }
+
     /// A Chrome DevTools command.
     async fn cdp(&self, cmd: &'static str, params: Json) -> Json {
         self.client

@@ -423,7 +423,7 @@ async fn share_find_play_seek_and_see_the_view_on_me() {
         views >= 1,
         "the sharer's /me counts {views} views of the video walt played"
     );
-    b.screenshot("me").await;
+    b.full_screenshot("me").await;
     b.close().await;
 }
 
@@ -483,7 +483,7 @@ async fn fleet_page_shows_a_killed_appliance_offline_without_reloading() {
         let state = b.text(&format!("#fleet tr.node[data-node-id=\"{id}\"] td.state")).await;
         assert_eq!(state, "online", "appliance {id} after another was killed");
     }
-    b.screenshot("fleet-one-offline").await;
+    b.full_screenshot("fleet-one-offline").await;
     b.close().await;
 }
 
