@@ -87,7 +87,7 @@ struct ContentQuery {
     download: Option<String>,
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -161,11 +161,12 @@ async fn content(
         return Ok((status, common).into_response());
     }
 
+    let on_complete = (download && start == 0 && end == len).then_some((caller.user_id, id));
+    let transfer = Transfer::new(app.clone(), file.manifest, start, end, on_complete).await?;
+    // Only a stream that can start counts as a view.
     if start == 0 && !download {
         record_view(&app, caller.user_id, id);
     }
-    let on_complete = (download && start == 0 && end == len).then_some((caller.user_id, id));
-    let transfer = Transfer::new(app.clone(), file.manifest, start, end, on_complete).await?;
     let body = Body::from_stream(futures_util::stream::unfold(transfer, |mut t| async move {
         t.next().await.map(|item| (item, t))
     }));

@@ -141,7 +141,7 @@ impl Fetcher {
         let mut last = None;
         for h in &order {
             self.begin(h.node, chunk.len());
-            let got = self.from_holder(h, chunk).await;
+            let got = self.ask_holder(h, chunk).await;
             self.end(h.node, chunk.len(), got.is_ok());
             match got {
                 Ok(body) => {
@@ -169,7 +169,7 @@ impl Fetcher {
 
     /// One holder: an idle connection first; if that one turns out dead (the node restarted
     /// since), one fresh connection.
-    async fn from_holder(&self, h: &Holder, chunk: ChunkId) -> Result<Vec<u8>, NetError> {
+    async fn ask_holder(&self, h: &Holder, chunk: ChunkId) -> Result<Vec<u8>, NetError> {
         let pooled = self.idle.lock().expect("idle lock").get_mut(&h.node).and_then(Vec::pop);
         if let Some(mut c) = pooled {
             match with_timeout(c.get_chunk(chunk)).await {
