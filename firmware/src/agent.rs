@@ -153,6 +153,8 @@ impl Agent {
             replications_queued: Arc::new(Semaphore::new(REPLICATIONS_QUEUED_MAX)),
             outcomes_tx,
         };
+        // The agent takes the counters every second from now on.
+        agent.node.traffic.enable();
         let task = tokio::spawn(agent.run(loop_rx, feed, outcomes_rx, stop_rx));
         Ok(Agent { stop, task })
     }

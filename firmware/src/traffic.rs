@@ -8,11 +8,12 @@
 //! closed is freed only by `take`, so the bytes of its last second are still reported.
 //!
 //! When every slot is taken, further connections go unmetered (they work as ever; the
-//! picture misses them). Nothing here decides anything: it is for people to look at.
+//! picture misses them). Nothing here decides anything: it is for people to look at. A
+//! standalone node (no agent, so nobody takes the counters) never turns metering on.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::limits::TRAFFIC_PEERS_MAX;
 
@@ -34,6 +35,8 @@ enum Slot {
 
 /// The table. Lives in `server::Node`.
 pub struct Traffic {
+    /// Off until someone will [`Traffic::take`] (the agent turns it on).
+    enabled: AtomicBool,
     slots: Mutex<[Slot; TRAFFIC_PEERS_MAX]>,
     sent: [AtomicU64; TRAFFIC_PEERS_MAX],
     received: [AtomicU64; TRAFFIC_PEERS_MAX],
@@ -51,6 +54,7 @@ pub struct Taken {
 impl Default for Traffic {
     fn default() -> Traffic {
         Traffic {
+            enabled: AtomicBool::new(false),
             slots: Mutex::new([Slot::Free; TRAFFIC_PEERS_MAX]),
             sent: std::array::from_fn(|_| AtomicU64::new(0)),
             received: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -59,8 +63,20 @@ impl Default for Traffic {
 }
 
 impl Traffic {
-    /// A meter for a new connection; an inert one when the table is full.
+    /// Starts metering new connections. Call only if something will [`Traffic::take`]
+    /// regularly: closed connections keep their slots until then.
+    pub fn enable(&self) {
+        self.enabled.store(true, Ordering::Release);
+    }
+
+    /// A meter for a new connection; an inert one when metering is off or the table is full.
     pub fn open(&self, peer: Peer) -> Meter<'_> {
+        if !self.enabled.load(Ordering::Acquire) {
+            return Meter {
+                traffic: self,
+                idx: None,
+            };
+        }
         let mut slots = self.slots.lock().expect("traffic lock");
         let idx = slots.iter().position(|s| matches!(s, Slot::Free));
         if let Some(i) = idx {
@@ -141,6 +157,7 @@ mod tests {
     #[test]
     fn counters_are_taken_once_and_a_closed_connection_reports_its_last_bytes() {
         let t = Traffic::default();
+        t.enable();
         let a = t.open(peer(1));
         let b = t.open(peer(2));
         a.sent(100);
@@ -172,6 +189,7 @@ mod tests {
     #[test]
     fn a_full_table_leaves_new_connections_unmetered_until_a_slot_is_freed() {
         let t = Traffic::default();
+        t.enable();
         let held: Vec<Meter<'_>> = (0..TRAFFIC_PEERS_MAX as u16).map(|p| t.open(peer(p))).collect();
         let extra = t.open(peer(9999));
         extra.sent(1);
@@ -184,5 +202,14 @@ mod tests {
         let again = t.open(peer(9999));
         again.received(3);
         assert_eq!(t.take().moved, vec![(peer(9999), 0, 3)]);
+    }
+
+    #[test]
+    fn nothing_is_metered_until_enabled() {
+        let t = Traffic::default();
+        let m = t.open(peer(1));
+        m.sent(10);
+        drop(m);
+        assert_eq!(t.take(), Taken::default());
     }
 }
