@@ -60,6 +60,18 @@ pub fn missing_tools() -> Option<String> {
     })
 }
 
+/// Whether the browser tests can run here; when not, fails under CI or prints why (see
+/// [`cannot_run`]). Lets a test skip before it starts anything.
+pub fn available() -> bool {
+    match missing_tools() {
+        Some(why) => {
+            cannot_run(&why);
+            false
+        }
+        None => true,
+    }
+}
+
 /// `program` on `PATH`, if it is there and executable.
 fn find_program(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
@@ -238,8 +250,7 @@ impl Browser {
     /// (printed) when Chromium or chromedriver is not installed and `CI` is not set. Under
     /// CI a missing browser fails the test.
     pub async fn start(test: &str, base: &str) -> Option<Browser> {
-        if let Some(why) = missing_tools() {
-            cannot_run(&why);
+        if !available() {
             return None;
         }
         let dir = tempfile::Builder::new()

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use trove_common::api::LoginResponse;
-use trove_tests::browser::{Browser, WAIT_DEADLINE, make_video};
+use trove_tests::browser::{self, Browser, WAIT_DEADLINE, make_video};
 use trove_tests::*;
 
 /// Appliances joining and announcing themselves online.
@@ -23,15 +23,16 @@ const UPLOAD_DEADLINE: Duration = Duration::from_secs(90);
 const PLAYBACK_DEADLINE: Duration = Duration::from_secs(30);
 /// A killed appliance's Last Will reaching the fleet page.
 const OFFLINE_DEADLINE: Duration = Duration::from_secs(30);
-/// Seconds of test video: at [`trove_tests::browser::VIDEO_BITS_PER_SEC`] it spans many
+/// Seconds of test video: at [`browser::VIDEO_BITS_PER_SEC`] it spans many
 /// chunks, so that what a browser buffers after the start and after the seek (bounded in
 /// seconds by the player and in bytes by socket buffers and the gateway's read-ahead) leaves
 /// most of the middle unfetched.
 const VIDEO_SECS: u32 = 90;
 /// Where the test seeks to, as a fraction of the video's duration.
 const SEEK_FRACTION: f64 = 0.8;
-/// The most of the file's chunks the gateway may have fetched to play the start and then the
-/// end of the video: it fetches only what the browser's ranges cover.
+/// The most of the file's chunks the gateway may fetch for the sharer's page preloading it and
+/// the viewer's player loading, playing the start and then the end: it fetches only what the
+/// browsers' ranges cover (and a bounded read-ahead), never the whole file.
 const CHUNKS_FETCHED_FRACTION_MAX: f64 = 0.6;
 const PASSWORD: &str = "correct horse battery";
 
@@ -51,7 +52,7 @@ fn stack(n: usize) -> Stack {
 
 /// A browser on the stack's controller whose failures show the controller's log; `None` when
 /// the browser tests cannot run here (see [`Browser::start`]).
-async fn browser(test: &str, s: &Stack) -> Option<Browser> {
+async fn open_browser(test: &str, s: &Stack) -> Option<Browser> {
     let mut b = Browser::start(test, s.controller.url()).await?;
     b.show_on_failure("controller", &s.controller.temp_dir().join("controller.log"));
     Some(b)
@@ -222,12 +223,15 @@ async fn page_status(b: &Browser) -> u64 {
 /// history, and the view counted on the sharer's `/me` (which counts other people's views).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn share_find_play_seek_and_see_the_view_on_me() {
+    if !browser::available() {
+        return;
+    }
     let s = stack(3);
     let dir = tempdir();
     let Some(video) = make_video(dir.path(), "test-pattern.mp4", VIDEO_SECS) else {
         return;
     };
-    let Some(mut b) = browser("share_find_play", &s).await else {
+    let Some(mut b) = open_browser("share_find_play", &s).await else {
         return;
     };
     let size = std::fs::metadata(&video).expect("video").len();
@@ -288,7 +292,7 @@ async fn share_find_play_seek_and_see_the_view_on_me() {
 
     // Someone else, on their own computer (their own browser and cache), finds it by tag
     // from the search page, and opens it.
-    let Some(mut b) = browser("share_find_play_viewer", &s).await else {
+    let Some(mut b) = open_browser("share_find_play_viewer", &s).await else {
         return;
     };
     signup(&mut b, "walt", "Walt Watcher").await;
@@ -431,6 +435,9 @@ async fn share_find_play_seek_and_see_the_view_on_me() {
 /// without a reload.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_page_shows_a_killed_appliance_offline_without_reloading() {
+    if !browser::available() {
+        return;
+    }
     let mut s = stack(3);
     // Something on the appliances, so the page has chunks to count.
     let dir = tempdir();
@@ -444,7 +451,7 @@ async fn fleet_page_shows_a_killed_appliance_offline_without_reloading() {
         private: false,
     };
     cli_share(&s, &uploader, &path, &share);
-    let Some(mut b) = browser("fleet", &s).await else {
+    let Some(mut b) = open_browser("fleet", &s).await else {
         return;
     };
     signup(&mut b, "frank", "Frank Fleet").await;
@@ -493,6 +500,9 @@ async fn fleet_page_shows_a_killed_appliance_offline_without_reloading() {
 /// as a page and through the gateway, also in a browser its sharer used before logging out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn titles_are_text_and_private_files_are_not_found() {
+    if !browser::available() {
+        return;
+    }
     let s = stack(3);
     let dir = tempdir();
     let display_name = r#"<img src=x onerror="window.__xss=3">"#;
@@ -526,7 +536,7 @@ async fn titles_are_text_and_private_files_are_not_found() {
         },
     );
 
-    let Some(mut b) = browser("titles_and_privacy", &s).await else {
+    let Some(mut b) = open_browser("titles_and_privacy", &s).await else {
         return;
     };
     // Mallory looks at her private file in this browser first, then logs out: what the
