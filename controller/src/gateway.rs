@@ -121,8 +121,10 @@ async fn content(
     set(header::ETAG, &etag);
     set(header::X_CONTENT_TYPE_OPTIONS, "nosniff");
     set(header::CONTENT_SECURITY_POLICY, CSP);
-    // The bytes behind an ID never change; only who may see them can, so no shared caches.
-    set(header::CACHE_CONTROL, "private, max-age=86400");
+    // The bytes behind an ID never change, but who may see them can, and one browser may be
+    // used by several people: a browser may keep the bytes but must ask again each time
+    // (a cheap 304 once the visibility check passes), and shared caches keep nothing.
+    set(header::CACHE_CONTROL, "private, no-cache");
 
     if header_str(&headers, header::IF_NONE_MATCH).is_some_and(|h| range::none_match(h, &etag)) {
         return Ok((StatusCode::NOT_MODIFIED, common).into_response());
