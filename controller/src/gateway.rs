@@ -21,10 +21,10 @@
 
 mod fetch;
 mod media;
+mod meta;
 mod range;
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -57,6 +57,8 @@ const CSP: &str = "default-src 'none'; img-src 'self'; media-src 'self'; style-s
 /// The gateway's state: one per process (one controller per process).
 struct Gateway {
     fetcher: Fetcher,
+    /// Visibility, nodes and holders, cached briefly ([`meta`] says for how long and why).
+    meta: meta::Meta,
     /// (user, file) → when its last `view` was recorded.
     views: Mutex<HashMap<(i64, FileId), Instant>>,
 }
@@ -65,6 +67,7 @@ fn gateway() -> &'static Gateway {
     static G: OnceLock<Gateway> = OnceLock::new();
     G.get_or_init(|| Gateway {
         fetcher: Fetcher::new(),
+        meta: meta::Meta::new(),
         views: Mutex::new(HashMap::new()),
     })
 }
@@ -102,11 +105,11 @@ async fn content(
     app.metrics.gateway_requests.fetch_add(1, Ordering::Relaxed);
     let download = q.download.as_deref().is_some_and(|d| d == "1" || d == "true");
     let id = parse_file_id(&id)?;
-    let (file, shares) = tokio::try_join!(
-        app.db.visible_file(&id, caller.user_id),
-        app.db.shares_of(&id, caller.user_id)
-    )?;
-    let file = file.ok_or_else(|| ApiError::NotFound(format!("no file {id}")))?;
+    let file = gateway()
+        .meta
+        .visible(&app, caller.token_hash, caller.user_id, &caller.name, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no file {id}")))?;
     let len = file.manifest.size();
     let etag = range::etag(&id.to_string());
 
@@ -140,12 +143,7 @@ async fn content(
         return Ok((StatusCode::RANGE_NOT_SATISFIABLE, common).into_response());
     };
 
-    let kind = shares
-        .iter()
-        .find(|s| s.owner == caller.name)
-        .or(shares.first())
-        .map_or("other", |s| s.kind.as_str());
-    let m = media::media_of(&file.name, kind);
+    let m = media::media_of(&file.name, &file.kind);
     set(header::CONTENT_TYPE, m.content_type);
     set(
         header::CONTENT_DISPOSITION,
@@ -164,7 +162,7 @@ async fn content(
     }
 
     let on_complete = (download && start == 0 && end == len).then_some((caller.user_id, id));
-    let transfer = Transfer::new(app.clone(), file.manifest, start, end, on_complete).await?;
+    let transfer = Transfer::new(app.clone(), file.manifest.clone(), start, end, on_complete).await?;
     // Only a stream that can start counts as a view.
     if start == 0 && !download {
         record_view(&app, caller.user_id, id);
@@ -205,7 +203,7 @@ fn record_view(app: &Arc<App>, user_id: i64, file: FileId) {
 /// One GET's body: bytes `start..end` of a file, chunk by chunk, with read-ahead.
 struct Transfer {
     app: Arc<App>,
-    manifest: Manifest,
+    manifest: Arc<Manifest>,
     start: u64,
     end: u64,
     /// Online holders per chunk, from chunk `first` on.
@@ -227,24 +225,18 @@ impl Transfer {
     /// not cached has no online holder, before a byte is promised.
     async fn new(
         app: Arc<App>,
-        manifest: Manifest,
+        manifest: Arc<Manifest>,
         start: u64,
         end: u64,
         on_complete: Option<(i64, FileId)>,
     ) -> Result<Transfer, ApiError> {
         let span = manifest.chunks_for_range(start, end);
         let chunks: Vec<ChunkId> = span.clone().map(|i| manifest.chunk(i)).collect();
-        let (mut held, nodes) = tokio::try_join!(app.db.holdings_of_chunks(&chunks), app.db.nodes())?;
-        let online: HashMap<NodeId, SocketAddr> = nodes
-            .into_iter()
-            .filter(|n| n.state == "online")
-            .filter_map(|n| Some((n.id, n.data_addr?.parse().ok()?)))
-            .collect();
+        let meta = &gateway().meta;
+        let (held, online) = tokio::try_join!(meta.holders(&app, &chunks), meta.online(&app))?;
         let mut holders = Vec::with_capacity(chunks.len());
-        for (k, c) in chunks.iter().enumerate() {
+        for (k, (c, held)) in chunks.iter().zip(held).enumerate() {
             let mut h: Vec<Holder> = held
-                .remove(c)
-                .unwrap_or_default()
                 .into_iter()
                 .filter_map(|node| {
                     Some(Holder {

@@ -1,0 +1,192 @@
+//! The metadata a gateway request needs, kept off the hot path where that is safe.
+//!
+//! Three things are cached, each with the rule that makes caching it correct:
+//!
+//! - **What a token may see** ([`Meta::visible`]): the (token, file) pair's answer from the
+//!   visibility rule (the file's manifest, name and kind) is kept for at most
+//!   [`VISIBLE_TTL`]. This is the security rule, so the window is short and the key is the
+//!   token itself (its hash), not the user: a revoked or logged-out token is refused at once
+//!   by the `Caller` extractor, which checks the token on every request; only a share turned
+//!   private, or deleted, can take up to [`VISIBLE_TTL`] to stop streaming to someone who
+//!   could see it a moment ago. A refusal is never cached (a new share shows at once).
+//! - **Which nodes are online, and where** ([`Meta::online`]): for [`NODES_TTL`].
+//! - **Who holds a chunk** ([`Meta::holders`]): per chunk, for [`HOLDERS_TTL`]; a copy made
+//!   later is picked up after that. Holders that went away meanwhile only cost a failed
+//!   attempt: the fetcher then tries the next holder.
+//!
+//! Every map has a named bound; a full one first drops what expired, then everything.
+//! Manifests need no cache of their own beyond the visibility entry: a manifest is immutable
+//! (checked against its file ID on decode), so the entry's copy is never stale.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use trove_common::{ChunkId, FileId, Manifest, NodeId};
+
+use crate::app::App;
+
+/// How long a (token, file) visibility answer is trusted. At most 1 s by design (see the
+/// module docs).
+pub const VISIBLE_TTL: Duration = Duration::from_millis(1000);
+/// How long the online nodes and their addresses are trusted.
+pub const NODES_TTL: Duration = Duration::from_millis(1000);
+/// How long a chunk's holders are trusted.
+pub const HOLDERS_TTL: Duration = Duration::from_millis(1500);
+/// Visibility entries kept at once.
+pub const VISIBLE_ENTRIES_MAX: usize = 4096;
+/// Chunks whose holders are kept at once (a 64 GiB file of 1 MiB chunks).
+pub const HOLDERS_ENTRIES_MAX: usize = 1 << 16;
+
+const _: () = assert!(VISIBLE_TTL.as_millis() <= 1000, "the visibility window must stay short");
+
+/// A file as one token may see it.
+pub struct Visible {
+    pub manifest: Arc<Manifest>,
+    pub name: String,
+    /// The kind of the caller's own share if any, else of the first visible one.
+    pub kind: String,
+}
+
+type OnlineNodes = Arc<HashMap<NodeId, SocketAddr>>;
+
+pub struct Meta {
+    visible: Mutex<HashMap<([u8; 32], FileId), (Instant, Arc<Visible>)>>,
+    nodes: Mutex<Option<(Instant, OnlineNodes)>>,
+    holders: Mutex<HashMap<ChunkId, (Instant, Vec<NodeId>)>>,
+}
+
+impl Meta {
+    pub fn new() -> Meta {
+        Meta {
+            visible: Mutex::new(HashMap::new()),
+            nodes: Mutex::new(None),
+            holders: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `file` as the caller with this token (and user) may see it; `None` if they may not.
+    pub async fn visible(
+        &self,
+        app: &App,
+        token_hash: [u8; 32],
+        user_id: i64,
+        user_name: &str,
+        file: FileId,
+    ) -> anyhow::Result<Option<Arc<Visible>>> {
+        let now = Instant::now();
+        let key = (token_hash, file);
+        if let Some((at, v)) = self.visible.lock().expect("visible lock").get(&key)
+            && now.duration_since(*at) < VISIBLE_TTL
+        {
+            return Ok(Some(v.clone()));
+        }
+        let (row, shares) = tokio::try_join!(app.db.visible_file(&file, user_id), app.db.shares_of(&file, user_id))?;
+        let Some(row) = row else { return Ok(None) };
+        let kind = shares
+            .iter()
+            .find(|s| s.owner == user_name)
+            .or(shares.first())
+            .map_or("other", |s| s.kind.as_str())
+            .to_owned();
+        let v = Arc::new(Visible {
+            manifest: Arc::new(row.manifest),
+            name: row.name,
+            kind,
+        });
+        let mut map = self.visible.lock().expect("visible lock");
+        make_room(&mut map, VISIBLE_ENTRIES_MAX, |(at, _)| {
+            now.duration_since(*at) < VISIBLE_TTL
+        });
+        map.insert(key, (now, v.clone()));
+        Ok(Some(v))
+    }
+
+    /// The online nodes and their data addresses.
+    pub async fn online(&self, app: &App) -> anyhow::Result<OnlineNodes> {
+        let now = Instant::now();
+        if let Some((at, nodes)) = &*self.nodes.lock().expect("nodes lock")
+            && now.duration_since(*at) < NODES_TTL
+        {
+            return Ok(nodes.clone());
+        }
+        let online: OnlineNodes = Arc::new(
+            app.db
+                .nodes()
+                .await?
+                .into_iter()
+                .filter(|n| n.state == "online")
+                .filter_map(|n| Some((n.id, n.data_addr?.parse().ok()?)))
+                .collect(),
+        );
+        *self.nodes.lock().expect("nodes lock") = Some((now, online.clone()));
+        Ok(online)
+    }
+
+    /// Who holds each of `chunks` (online or not), in the order given; only the chunks not
+    /// looked up in the last [`HOLDERS_TTL`] go to the database.
+    pub async fn holders(&self, app: &App, chunks: &[ChunkId]) -> anyhow::Result<Vec<Vec<NodeId>>> {
+        let now = Instant::now();
+        let fresh = |at: &Instant| now.duration_since(*at) < HOLDERS_TTL;
+        let mut out: Vec<Option<Vec<NodeId>>> = {
+            let map = self.holders.lock().expect("holders lock");
+            chunks
+                .iter()
+                .map(|c| map.get(c).filter(|(at, _)| fresh(at)).map(|(_, h)| h.clone()))
+                .collect()
+        };
+        let missing: Vec<ChunkId> = chunks
+            .iter()
+            .zip(&out)
+            .filter(|(_, h)| h.is_none())
+            .map(|(c, _)| *c)
+            .collect();
+        if !missing.is_empty() {
+            let mut held = app.db.holdings_of_chunks(&missing).await?;
+            let mut map = self.holders.lock().expect("holders lock");
+            make_room(
+                &mut map,
+                HOLDERS_ENTRIES_MAX.saturating_sub(missing.len()),
+                |(at, _)| fresh(at),
+            );
+            for (c, slot) in chunks.iter().zip(out.iter_mut()) {
+                if slot.is_none() {
+                    let h = held.remove(c).unwrap_or_default();
+                    if map.len() < HOLDERS_ENTRIES_MAX {
+                        map.insert(*c, (now, h.clone()));
+                    }
+                    *slot = Some(h);
+                }
+            }
+        }
+        Ok(out.into_iter().map(Option::unwrap_or_default).collect())
+    }
+}
+
+/// Keeps `map` under `max` entries before an insert: drops what is no longer `keep`, and if
+/// that is not enough, everything.
+fn make_room<K, V>(map: &mut HashMap<K, V>, max: usize, keep: impl Fn(&V) -> bool) {
+    if map.len() >= max {
+        map.retain(|_, v| keep(v));
+        if map.len() >= max {
+            map.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn make_room_drops_expired_first_then_everything() {
+        let mut m: HashMap<u32, bool> = (0..10).map(|i| (i, i % 2 == 0)).collect();
+        make_room(&mut m, 10, |fresh| *fresh);
+        assert_eq!(m.len(), 5, "the stale half goes");
+        make_room(&mut m, 10, |fresh| *fresh);
+        assert_eq!(m.len(), 5, "under the bound: nothing goes");
+        make_room(&mut m, 3, |fresh| *fresh);
+        assert!(m.is_empty(), "all fresh and still over: everything goes");
+    }
+}
