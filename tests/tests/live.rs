@@ -308,6 +308,11 @@ fn admin_pages_are_for_admins_and_their_forms_need_the_csrf_token() {
     let mut as_bob = browser(c, &bob);
     let fleet = as_bob.get("/fleet");
     assert_eq!(fleet.status, 200, "any user sees the fleet: {}", fleet.text());
+    let csp = fleet.header("content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("default-src 'self'") && !csp.contains("unsafe-inline"),
+        "the fleet page runs no inline script: {csp:?}"
+    );
     let bob_csrf = html_input_value(&fleet.text(), "csrf").expect("a CSRF token on bob's page");
     let refused = as_bob.get("/admin");
     assert_eq!(refused.status, 403, "{}", refused.text());

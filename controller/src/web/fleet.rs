@@ -21,20 +21,20 @@ use trove_common::api::{LiveEdge, LiveNode, RepairView};
 use super::{Chrome, Session, WebError, render};
 use crate::app::App;
 
-/// Every answer from the fleet and admin pages: scripts and styles from this origin only (no
-/// inline ones), no framing.
-pub(super) const CSP: &str = "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'";
-
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/fleet", get(fleet))
         .layer(axum::middleware::map_response(security_headers))
 }
 
-/// Adds [`CSP`] and its companions to a page.
+/// Adds the people's pages' Content-Security-Policy (no inline scripts or styles, no
+/// framing) and its companions to the fleet and admin pages.
 pub(super) async fn security_headers(mut res: Response) -> Response {
     let h = res.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(super::pages::CSP),
+    );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
     res
