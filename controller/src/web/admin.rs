@@ -28,7 +28,6 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/admin/users/{name}/disable", post(disable))
         .route("/admin/users/{name}/enable", post(enable))
         .route("/admin/enroll", post(enroll))
-        .layer(axum::middleware::map_response(super::fleet::security_headers))
 }
 
 #[derive(askama::Template)]

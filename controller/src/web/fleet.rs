@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use axum::routing::get;
 use trove_common::api::{LiveEdge, LiveNode, RepairView};
@@ -22,22 +21,7 @@ use super::{Chrome, Session, WebError, render};
 use crate::app::App;
 
 pub fn routes() -> Router<Arc<App>> {
-    Router::new()
-        .route("/fleet", get(fleet))
-        .layer(axum::middleware::map_response(security_headers))
-}
-
-/// Adds the people's pages' Content-Security-Policy (no inline scripts or styles, no
-/// framing) and its companions to the fleet and admin pages.
-pub(super) async fn security_headers(mut res: Response) -> Response {
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(super::pages::CSP),
-    );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
-    res
+    Router::new().route("/fleet", get(fleet))
 }
 
 /// The drawing's size and geometry; `trove.js` uses the same numbers (see `fleetLayout`).

@@ -16,8 +16,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::FromRequestParts;
+use axum::extract::Request;
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 
@@ -41,6 +43,7 @@ pub fn routes() -> Router<Arc<App>> {
         .merge(pages::routes())
         .merge(fleet::routes())
         .merge(admin::routes())
+        .layer(axum::middleware::from_fn(guard))
 }
 
 /// The session token in a request's cookies, if any.
@@ -272,4 +275,32 @@ impl IntoResponse for WebError {
         let html = askama::Template::render(&page).unwrap_or_else(|_| self.to_string());
         (status, Html(html)).into_response()
     }
+}
+
+/// Refuses cross-origin POSTs and adds the security headers to every answer.
+async fn guard(req: Request, next: Next) -> Response {
+    if req.method() == Method::POST && !same_origin(req.headers()) {
+        tracing::warn!(path = %req.uri().path(), "POST from another origin refused");
+        return WebError::Csrf.into_response();
+    }
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(pages::CSP));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    res
+}
+
+/// True unless an `Origin` header is present and names another host than `Host` (browsers
+/// send `Origin` on every cross-site POST; `null` counts as foreign).
+fn same_origin(headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")));
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }

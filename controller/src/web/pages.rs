@@ -6,17 +6,15 @@
 //! limits and rate limiting cannot drift between the two. They add only what a browser
 //! needs: forms, cookies, CSRF checks and HTML.
 //!
-//! Every response from these routes carries [`CSP`] (no inline scripts or styles: the
-//! JavaScript is `assets/trove.js`), and every POST whose `Origin` names another host is
-//! refused before it reaches a handler, on top of the per-form CSRF tokens.
+//! Every response carries [`CSP`] (no inline scripts or styles: the JavaScript is
+//! `assets/trove.js`), and every POST whose `Origin` names another host is refused before it
+//! reaches a handler, on top of the per-form CSRF tokens (`web::guard`, for all pages).
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 
 use super::WebError;
 use crate::api::ApiError;
@@ -40,35 +38,6 @@ pub fn routes() -> Router<Arc<App>> {
         .merge(file::routes())
         .merge(share::routes())
         .merge(mine::routes())
-        .layer(middleware::from_fn(guard))
-}
-
-/// Refuses cross-origin POSTs and adds the security headers to every answer.
-async fn guard(req: Request, next: Next) -> Response {
-    if req.method() == Method::POST && !same_origin(req.headers()) {
-        tracing::warn!(path = %req.uri().path(), "POST from another origin refused");
-        return WebError::Csrf.into_response();
-    }
-    let mut res = next.run(req).await;
-    let h = res.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
-    res
-}
-
-/// True unless an `Origin` header is present and names another host than `Host` (browsers
-/// send `Origin` on every cross-site POST; `null` counts as foreign).
-fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN) else {
-        return true;
-    };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin_host = origin
-        .to_str()
-        .ok()
-        .and_then(|o| o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")));
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
 }
 
 /// The templates' HTML escaper (`controller/askama.toml`): askama's own writes numeric
