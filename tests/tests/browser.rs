@@ -27,7 +27,7 @@ const OFFLINE_DEADLINE: Duration = Duration::from_secs(30);
 /// chunks, so that what a browser buffers after the start and after the seek (bounded in
 /// seconds by the player and in bytes by socket buffers and the gateway's read-ahead) leaves
 /// most of the middle unfetched.
-const VIDEO_SECS: u32 = 90;
+const VIDEO_SECS: u32 = 120;
 /// Where the test seeks to, as a fraction of the video's duration.
 const SEEK_FRACTION: f64 = 0.8;
 /// The most of the file's chunks the gateway may fetch for the sharer's page preloading it and
