@@ -521,3 +521,44 @@ fn uploads_file_pages_search_privacy_and_my_dashboard() {
     );
     assert!(!recs.contains(&secret_id), "never someone else's private file");
 }
+
+/// A controller with no appliance: enough for pages that store no bytes.
+fn start_bare() -> Stack {
+    Stack::start(StackKind::EmbeddedSqlite, Controller::builder(), 0)
+}
+
+/// Logs `b` in through the login form with `next`; the answer to the POST.
+fn login_form(b: &mut WebClient, name: &str, next: &str) -> WebAnswer {
+    let page = b.get("/login");
+    let csrf = html_input_value(&page.text(), "csrf").expect("the login form has a csrf field");
+    b.post_form(
+        "/login",
+        &[("csrf", &csrf), ("name", name), ("password", PASSWORD), ("next", next)],
+    )
+}
+
+#[test]
+fn login_next_with_control_characters_stays_on_this_site() {
+    // Pins two failures of `next`: a browser drops tabs and newlines from a URL, so
+    // `/<TAB>/evil.example` led to evil.example; and a lone LF made the redirect panic
+    // (not a valid header value), so the browser got a dropped connection.
+    let s = start_bare();
+    signup_form(&s, "alice");
+    for next in ["/\t/evil.example/", "/\n/evil.example/", "/\r/evil.example/", "/me\n"] {
+        let mut b = WebClient::new(&url(&s));
+        let r = login_form(&mut b, "alice", next);
+        assert_eq!(r.status, 303, "next {next:?}: {}", r.text());
+        assert_eq!(r.header("location"), Some("/"), "next {next:?}");
+        // Already logged in, the login page redirects to `next` at once: the same rule.
+        let r = b.get(&format!("/login?{}", form_encode(&[("next", next)])));
+        assert_eq!(r.status, 303, "next {next:?}");
+        assert_eq!(r.header("location"), Some("/"), "next {next:?}");
+    }
+    let mut b = WebClient::new(&url(&s));
+    let r = login_form(&mut b, "alice", "/search?q=a%20b");
+    assert_eq!(
+        r.header("location"),
+        Some("/search?q=a%20b"),
+        "a plain local path is kept"
+    );
+}

@@ -122,9 +122,12 @@ pub fn form_error(e: ApiError) -> Result<(StatusCode, String), WebError> {
 }
 
 /// Where a login may send the browser back to: a path on this site, never another site
-/// (`//evil.example` and `/\evil.example` are other sites to a browser).
+/// (`//evil.example` and `/\evil.example` are other sites to a browser). Control characters
+/// are refused too: a browser drops tabs and newlines from a URL, so `/<TAB>/evil.example`
+/// is `//evil.example` to it, and a lone CR or LF is not a valid `Location` header at all.
 pub fn local_path(next: &str) -> String {
-    let ok = next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.contains("\r\n");
+    let ok =
+        next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') && !next.chars().any(char::is_control);
     if ok && !next.starts_with("/login") && !next.starts_with("/signup") {
         next.to_owned()
     } else {
@@ -221,6 +224,11 @@ mod tests {
         assert_eq!(local_path("https://evil.example/"), "/");
         assert_eq!(local_path("/login"), "/");
         assert_eq!(local_path(""), "/");
+        // Browsers strip tabs and newlines from URLs: these would be `//evil.example`.
+        assert_eq!(local_path("/\t/evil.example"), "/");
+        assert_eq!(local_path("/\n/evil.example"), "/");
+        assert_eq!(local_path("/\r/evil.example"), "/");
+        assert_eq!(local_path("/me\x7f"), "/");
     }
 
     #[test]
