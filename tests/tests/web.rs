@@ -562,3 +562,30 @@ fn login_next_with_control_characters_stays_on_this_site() {
         "a plain local path is kept"
     );
 }
+
+#[test]
+fn pages_are_not_kept_in_the_browser_cache() {
+    // Pins: pages carried no Cache-Control, so on a shared browser the Back button after a
+    // logout showed the last person's pages from the cache, an admin's join token included.
+    let s = start_bare();
+    let mut alice = signup_form(&s, "alice");
+    for path in ["/", "/me", "/profile", "/u/alice", "/share", "/fleet"] {
+        let r = alice.get(path);
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{path}");
+    }
+    let mut admin = WebClient::new(&url(&s));
+    admin.cookies.insert("trove_session".into(), s.controller.admin_token());
+    let csrf = csrf_of(&mut admin);
+    let r = admin.post_form("/admin/enroll", &[("csrf", &csrf), ("name", "garage-pi")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("id=\"join-token\""));
+    assert_eq!(r.header("cache-control"), Some("no-store"), "the join token page");
+    let login = WebClient::new(&url(&s)).get("/login");
+    assert_eq!(login.header("cache-control"), Some("no-store"), "its pre-session token");
+    // Error pages too, but not the stylesheet.
+    assert_eq!(alice.get("/f/nope").header("cache-control"), Some("no-store"));
+    let css = alice.get("/static/trove.css");
+    assert_eq!(css.status, 200);
+    assert!(css.header("cache-control").is_some_and(|c| c.starts_with("public")));
+}

@@ -277,7 +277,10 @@ impl IntoResponse for WebError {
     }
 }
 
-/// Refuses cross-origin POSTs and adds the security headers to every answer.
+/// Refuses cross-origin POSTs and adds the security headers to every answer. A page says
+/// `Cache-Control: no-store` unless it chose otherwise (the stylesheet and script do):
+/// browsers on a LAN are shared, and without it the Back button after a logout shows the
+/// last person's pages (their shares, history, an admin's join token) from the cache.
 async fn guard(req: Request, next: Next) -> Response {
     if req.method() == Method::POST && !same_origin(req.headers()) {
         tracing::warn!(path = %req.uri().path(), "POST from another origin refused");
@@ -288,6 +291,9 @@ async fn guard(req: Request, next: Next) -> Response {
     h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(pages::CSP));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("same-origin"));
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     res
 }
 
