@@ -5,6 +5,7 @@
 //!   checked against the file ID before anyone trusts it.
 //! - [`grant`]: controller-signed permissions (write a chunk, list an inventory) that an
 //!   appliance checks offline.
+//! - [`blocks`]: the chaining values of a chunk's blocks, so part of a chunk verifies alone.
 //! - [`wire`]: the data-plane protocol v1 (handshake, frames, messages), sans-IO.
 //! - [`schedule`]: the download scheduler, a sans-IO state machine.
 //! - `net` and `download` (feature `tokio`): the thin async drivers around the two above.
@@ -19,6 +20,7 @@
 extern crate alloc;
 
 pub mod api;
+pub mod blocks;
 pub mod control;
 pub mod grant;
 pub mod hex;

@@ -18,6 +18,13 @@ pub const FILE_BYTES_MAX: u64 = 1 << 50;
 /// The most chunks one manifest may list (the largest file at the smallest chunk size).
 pub const MANIFEST_CHUNKS_MAX: u64 = FILE_BYTES_MAX / CHUNK_BYTES_MIN as u64;
 
+/// A block: the unit in which part of a chunk is verified on its own (`blocks`). A power
+/// of two of BLAKE3 leaves, no larger than the smallest chunk, so every chunk is whole blocks
+/// (its last may be short) and every block is a subtree of the file's tree.
+pub const BLOCK_BYTES: u32 = 16 * 1024;
+/// The most blocks one chunk has, so the most chaining values one `Blocks` reply carries.
+pub const CHUNK_BLOCKS_MAX: usize = (CHUNK_BYTES_MAX / BLOCK_BYTES) as usize;
+
 /// The largest encoded frame header (the postcard part of a frame, not its raw body).
 pub const HEADER_BYTES_MAX: u32 = 256 * 1024;
 /// The most chunk IDs one `Has` request may ask about.
@@ -38,3 +45,7 @@ const _: () = assert!(CHUNK_BYTES_MIN <= CHUNK_BYTES_DEFAULT && CHUNK_BYTES_DEFA
 // The largest requests and replies must fit in one header with room to spare.
 const _: () = assert!((HAS_CHUNKS_MAX * CHUNK_ID_ENCODED_BYTES_MAX + 64) as u32 <= HEADER_BYTES_MAX);
 const _: () = assert!((INVENTORY_PAGE_MAX as usize * CHUNK_ID_ENCODED_BYTES_MAX + 256) as u32 <= HEADER_BYTES_MAX);
+const _: () = assert!(BLOCK_BYTES.is_power_of_two() && BLOCK_BYTES as u64 >= BLAKE3_LEAF_BYTES);
+const _: () = assert!(BLOCK_BYTES <= CHUNK_BYTES_MIN);
+// A `Blocks` reply for the largest chunk: every block's 32-byte CV, plus the rest.
+const _: () = assert!((CHUNK_BLOCKS_MAX * 32 + 64) as u32 <= HEADER_BYTES_MAX);

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader, B
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
+use crate::blocks::BlockVerifier;
 use crate::grant::{Grant, InventoryTicket};
 use crate::id::{ChunkId, NodeId};
 use crate::wire::{self, ByteRange, DecodeError, ErrorCode, NodeStats, Request, Response};
@@ -55,6 +56,7 @@ fn name_of(r: &Response) -> &'static str {
         Response::Inventory { .. } => "Inventory",
         Response::Stats { .. } => "Stats",
         Response::Error { .. } => "Error",
+        Response::Blocks { .. } => "Blocks",
     }
 }
 
@@ -167,6 +169,51 @@ impl Client {
         Ok(body)
     }
 
+    /// Asks for blocks `from_block..` of a chunk and reads the reply's header: the block
+    /// chaining values, checked against the chunk ID. The blocks themselves are then read,
+    /// each verified, with [`Client::read_block`], in order, up to the chunk's last; the
+    /// connection is in step again only after the last one (drop it otherwise).
+    pub async fn get_blocks(&mut self, chunk: ChunkId, from_block: u32) -> Result<BlockVerifier, NetError> {
+        let req = self.writer.send_get_blocks(chunk, from_block).await?;
+        self.writer.flush().await?;
+        self.reader.recv_blocks(req, chunk, from_block).await
+    }
+
+    /// Reads block `block_idx` (the next one in the reply) into `buf` and verifies it.
+    pub async fn read_block(&mut self, v: &BlockVerifier, block_idx: u32, buf: &mut Vec<u8>) -> Result<(), NetError> {
+        self.reader.read_block(v, block_idx, buf).await
+    }
+
+    /// Fetches blocks `blocks` of a chunk with a plain ranged `Get` and verifies each against
+    /// the block chaining values in `v` (which were checked against the chunk ID): for the
+    /// blocks in front of a [`Client::get_blocks`] reply.
+    pub async fn get_verified_blocks(
+        &mut self,
+        v: &BlockVerifier,
+        blocks: core::ops::Range<u32>,
+    ) -> Result<Vec<u8>, NetError> {
+        let chunk = v.chunk();
+        let (start, end) = (
+            v.block_range(blocks.start).start,
+            v.block_range(blocks.end.saturating_sub(1)).end,
+        );
+        let range = ByteRange::new(start, end).map_err(NetError::Decode)?;
+        let req = self.writer.send_get(chunk, Some(range)).await?;
+        self.writer.flush().await?;
+        let mut body = Vec::new();
+        self.reader.recv_chunk(req, &mut body).await?;
+        if body.len() != range.len() as usize {
+            return Err(NetError::HashMismatch(chunk));
+        }
+        for i in blocks {
+            let r = v.block_range(i);
+            if !v.verify_block(i, &body[(r.start - start) as usize..(r.end - start) as usize]) {
+                return Err(NetError::HashMismatch(chunk));
+            }
+        }
+        Ok(body)
+    }
+
     pub async fn put_chunk(&mut self, chunk: ChunkId, grant: Option<&Grant>, bytes: &[u8]) -> Result<(), NetError> {
         let req = self.writer.send_put(chunk, grant, bytes).await?;
         self.writer.flush().await?;
@@ -252,6 +299,11 @@ impl ClientWriter {
         self.send(|req| Request::Get { req, chunk, range }).await
     }
 
+    /// Queues a request for blocks `from_block..` of a chunk; returns its request number.
+    pub async fn send_get_blocks(&mut self, chunk: ChunkId, from_block: u32) -> Result<u32, NetError> {
+        self.send(|req| Request::GetBlocks { req, chunk, from_block }).await
+    }
+
     /// Queues a put with its body; `bytes` must be the chunk's bytes.
     pub async fn send_put(&mut self, chunk: ChunkId, grant: Option<&Grant>, bytes: &[u8]) -> Result<u32, NetError> {
         debug_assert_eq!(bytes.len(), chunk.len() as usize);
@@ -317,6 +369,48 @@ impl ClientReader {
             }),
             other => Err(unexpected(req, other)),
         }
+    }
+
+    /// Reads the header of the reply to get-blocks `req` and checks its block chaining values
+    /// against `chunk`; its body (the blocks) is left for [`ClientReader::read_block`].
+    pub async fn recv_blocks(&mut self, req: u32, chunk: ChunkId, from_block: u32) -> Result<BlockVerifier, NetError> {
+        if !read_header(&mut self.inner, &mut self.header).await? {
+            return Err(NetError::Closed);
+        }
+        match wire::decode_response(&self.header)? {
+            Response::Blocks { req: r, range, cvs } if r == req => {
+                let v = BlockVerifier::new(chunk, cvs).map_err(|_| NetError::HashMismatch(chunk))?;
+                if range.end() != chunk.len() || range.start() != v.block_range(from_block).start {
+                    return Err(NetError::Unexpected {
+                        req,
+                        got: "Blocks for other bytes",
+                    });
+                }
+                Ok(v)
+            }
+            Response::Error { req: r, code, message } if r == req => Err(NetError::Remote { code, message }),
+            other => Err(NetError::Unexpected {
+                req,
+                got: if other.req() == req {
+                    name_of(&other)
+                } else {
+                    "reply to another request"
+                },
+            }),
+        }
+    }
+
+    /// Reads the next block of a get-blocks reply, `block_idx`, into `buf` (cleared first)
+    /// and verifies it; a block that does not verify is [`NetError::HashMismatch`].
+    pub async fn read_block(&mut self, v: &BlockVerifier, block_idx: u32, buf: &mut Vec<u8>) -> Result<(), NetError> {
+        let r = v.block_range(block_idx);
+        buf.clear();
+        buf.resize((r.end - r.start) as usize, 0);
+        self.inner.read_exact(buf).await.map_err(eof_is_closed)?;
+        if !v.verify_block(block_idx, buf) {
+            return Err(NetError::HashMismatch(v.chunk()));
+        }
+        Ok(())
     }
 
     pub async fn recv_stored(&mut self, req: u32) -> Result<(), NetError> {

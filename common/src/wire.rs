@@ -23,9 +23,13 @@ use alloc::vec::Vec;
 
 use serde::{Deserialize, Serialize};
 
+use crate::blocks::n_blocks;
 use crate::grant::{Grant, InventoryTicket};
-use crate::id::{ChunkId, NodeId};
-use crate::limits::{ERROR_MESSAGE_BYTES_MAX, HAS_CHUNKS_MAX, HEADER_BYTES_MAX, INVENTORY_PAGE_MAX, LABEL_BYTES_MAX};
+use crate::id::{ChunkId, Hash32, NodeId};
+use crate::limits::{
+    BLOCK_BYTES, CHUNK_BLOCKS_MAX, ERROR_MESSAGE_BYTES_MAX, HAS_CHUNKS_MAX, HEADER_BYTES_MAX, INVENTORY_PAGE_MAX,
+    LABEL_BYTES_MAX,
+};
 
 pub const PROTOCOL_VERSION: u16 = 1;
 pub const MAGIC: [u8; 6] = *b"TROVE\0";
@@ -103,6 +107,12 @@ pub enum Request {
     },
     /// Counters and capacity.
     Stats { req: u32 },
+    /// Send blocks `from_block..` of a chunk with the chaining values of all its blocks, so
+    /// the receiver can verify each block as it arrives (`crate::blocks`). Answered by
+    /// [`Response::Blocks`] and the bytes. Added after v1 shipped, at the end of the enum so
+    /// no other variant's encoding moved; a node that predates it fails to decode it and
+    /// closes the connection (or answers an error): ask such a node with `Get`.
+    GetBlocks { req: u32, chunk: ChunkId, from_block: u32 },
 }
 
 impl Request {
@@ -112,7 +122,8 @@ impl Request {
             | Request::Put { req, .. }
             | Request::Has { req, .. }
             | Request::Inventory { req, .. }
-            | Request::Stats { req } => *req,
+            | Request::Stats { req }
+            | Request::GetBlocks { req, .. } => *req,
         }
     }
 
@@ -132,6 +143,12 @@ impl Request {
                 end: r.end,
                 len: chunk.len(),
             }),
+            Request::GetBlocks { chunk, from_block, .. } if *from_block >= n_blocks(chunk.len()) => {
+                Err(DecodeError::BlockOutsideChunk {
+                    block: *from_block,
+                    n_blocks: n_blocks(chunk.len()),
+                })
+            }
             Request::Has { chunks, .. } if chunks.len() > HAS_CHUNKS_MAX => Err(DecodeError::TooMany {
                 what: "chunks in Has",
                 got: chunks.len(),
@@ -212,6 +229,15 @@ pub enum Response {
         code: ErrorCode,
         message: String,
     },
+    /// The answer to [`Request::GetBlocks`]: the chaining values of every block of the
+    /// chunk, then `range` of the chunk (from the first asked block's start to the chunk's
+    /// end) as raw bytes. `range.end` is the chunk's length, so `cvs` has one value per
+    /// block of it.
+    Blocks {
+        req: u32,
+        range: ByteRange,
+        cvs: Vec<Hash32>,
+    },
 }
 
 impl Response {
@@ -222,13 +248,14 @@ impl Response {
             | Response::Has { req, .. }
             | Response::Inventory { req, .. }
             | Response::Stats { req, .. }
-            | Response::Error { req, .. } => *req,
+            | Response::Error { req, .. }
+            | Response::Blocks { req, .. } => *req,
         }
     }
 
     pub fn body_len(&self) -> u32 {
         match self {
-            Response::Chunk { range, .. } => range.len(),
+            Response::Chunk { range, .. } | Response::Blocks { range, .. } => range.len(),
             _ => 0,
         }
     }
@@ -270,6 +297,20 @@ impl Response {
                 got: stats.version.len(),
                 max: LABEL_BYTES_MAX,
             }),
+            Response::Blocks { cvs, .. } if cvs.len() > CHUNK_BLOCKS_MAX => Err(DecodeError::TooMany {
+                what: "block chaining values",
+                got: cvs.len(),
+                max: CHUNK_BLOCKS_MAX,
+            }),
+            Response::Blocks { range, cvs, .. }
+                if !range.start().is_multiple_of(BLOCK_BYTES) || cvs.len() != n_blocks(range.end()) as usize =>
+            {
+                Err(DecodeError::BlocksShape {
+                    start: range.start(),
+                    end: range.end(),
+                    n_cvs: cvs.len(),
+                })
+            }
             _ => Ok(()),
         }
     }
@@ -296,6 +337,10 @@ pub enum DecodeError {
     RangeOutsideChunk { end: u32, len: u32 },
     #[error("{got} {what}, at most {max} allowed")]
     TooMany { what: &'static str, got: usize, max: usize },
+    #[error("block {block} asked of a chunk of {n_blocks} blocks")]
+    BlockOutsideChunk { block: u32, n_blocks: u32 },
+    #[error("blocks reply of bytes {start}..{end} with {n_cvs} chaining values")]
+    BlocksShape { start: u32, end: u32, n_cvs: usize },
 }
 
 pub fn client_hello() -> [u8; CLIENT_HELLO_BYTES] {
@@ -505,6 +550,23 @@ mod tests {
             &format!("2a000000 02 03 01 {CHUNK_HEX}").replace(' ', ""),
         );
         golden_req(Request::Stats { req: 4 }, "020000000404");
+        // Variant 5, after every v1 request: their bytes above are unchanged.
+        golden_req(
+            Request::GetBlocks {
+                req: 7,
+                chunk: chunk(),
+                from_block: 63,
+            },
+            &format!("2a000000 05 07 {CHUNK_HEX} 3f").replace(' ', ""),
+        );
+        golden_req(
+            Request::GetBlocks {
+                req: 8,
+                chunk: chunk(),
+                from_block: 0,
+            },
+            &format!("2a000000 05 08 {CHUNK_HEX} 00").replace(' ', ""),
+        );
     }
 
     #[test]
@@ -587,6 +649,65 @@ mod tests {
             },
             "1e000000 04 06 02020202020202020202020202020202 03302e31 0102030405060708",
         );
+        // Variant 6: req, range (start varint 16384 = 808001, end 20000 = a09c01), 2 CVs.
+        let cv = |b: u8| Hash32([b; 32]);
+        let msg = Response::Blocks {
+            req: 9,
+            range: ByteRange::new(BLOCK_BYTES, 20_000).unwrap(),
+            cvs: vec![cv(0x11), cv(0x22)],
+        };
+        assert_eq!(msg.body_len(), 20_000 - BLOCK_BYTES);
+        golden_resp(
+            msg,
+            &format!(
+                "49000000 06 09 808001 a09c01 02 {} {}",
+                "11".repeat(32),
+                "22".repeat(32)
+            ),
+        );
+    }
+
+    #[test]
+    fn block_messages_are_checked_on_decode() {
+        // A block past the chunk's last one (1 MiB = 64 blocks).
+        let past = Request::GetBlocks {
+            req: 1,
+            chunk: chunk(),
+            from_block: 64,
+        };
+        let mut out = Vec::new();
+        encode_request(&past, &mut out);
+        assert_eq!(
+            decode_request(&out[4..]),
+            Err(DecodeError::BlockOutsideChunk {
+                block: 64,
+                n_blocks: 64
+            })
+        );
+        let resp = |start: u32, end: u32, n: usize| {
+            let mut out = Vec::new();
+            encode_response(
+                &Response::Blocks {
+                    req: 1,
+                    range: ByteRange::new(start, end).unwrap(),
+                    cvs: vec![Hash32([0; 32]); n],
+                },
+                &mut out,
+            );
+            decode_response(&out[4..])
+        };
+        assert!(resp(0, 1 << 20, 64).is_ok());
+        assert!(resp(63 * BLOCK_BYTES, 1 << 20, 64).is_ok());
+        assert!(resp(0, 1, 1).is_ok());
+        // Too few or too many CVs for the chunk's length, or a start inside a block.
+        assert!(matches!(resp(0, 1 << 20, 63), Err(DecodeError::BlocksShape { .. })));
+        assert!(matches!(resp(0, 1 << 20, 65), Err(DecodeError::BlocksShape { .. })));
+        assert!(matches!(resp(100, 1 << 20, 64), Err(DecodeError::BlocksShape { .. })));
+        // More CVs than the largest chunk has: refused by count first.
+        assert!(matches!(
+            resp(0, 1 << 20, CHUNK_BLOCKS_MAX + 1),
+            Err(DecodeError::TooMany { .. })
+        ));
     }
 
     #[test]
