@@ -4,7 +4,9 @@
 //! refusals (no grant, full, unknown chunk) are answered with an error and the connection
 //! goes on. A put is judged on its header before its body is read; a refused body is read
 //! and dropped through a small buffer, so pipelined requests behind it stay in step and no
-//! unauthorised client can make the node hold bytes. Chunks go out with `sendfile`.
+//! unauthorised client can make the node hold bytes. Chunks go out with `sendfile`; a
+//! get-blocks reads its chunk once, hashes it block by block and refuses a copy that does not
+//! verify, so the block chaining values it sends are always those of the chunk's ID.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
+use trove_common::blocks::{self, BlockVerifier};
 use trove_common::grant::GrantError;
 use trove_common::net::{self, NetError};
 use trove_common::wire::{self, ByteRange, ErrorCode, NodeStats, Request, Response};
@@ -156,6 +159,10 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, node: &Node) -> R
                 send_chunk(&mut writer, &mut scratch, node, &meter, req, chunk, range).await?;
                 None
             }
+            Request::GetBlocks { chunk, from_block, .. } => {
+                send_blocks(&mut writer, &mut scratch, node, &meter, req, chunk, from_block).await?;
+                None
+            }
             Request::Put { chunk, grant, .. } => {
                 if reader.buffer().len() < chunk.len() as usize {
                     // The body must come from the peer: send what we owe first (see below).
@@ -216,6 +223,70 @@ async fn send_chunk(
         meter,
     )
     .await?;
+    node.bytes_served.fetch_add(u64::from(range.len()), Ordering::Relaxed);
+    Ok(())
+}
+
+/// Answers a get-blocks: reads the chunk once (its bytes count against the same in-memory
+/// budget as put bodies), computes every block's chaining value, checks that they merge into
+/// the chunk's ID (a copy damaged on disk is refused with `HashMismatch`, never sent), and
+/// sends the chaining values and then blocks `from_block..` from memory.
+async fn send_blocks(
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    scratch: &mut Vec<u8>,
+    node: &Node,
+    meter: &Meter<'_>,
+    req: u32,
+    chunk: ChunkId,
+    from_block: u32,
+) -> Result<(), NetError> {
+    let file = match node.store.open_chunk(&chunk) {
+        Ok(f) => f,
+        Err(e) => return net::write_response(writer, scratch, &store_error(req, e), &[]).await,
+    };
+    let _budget = node.hold_body(u64::from(chunk.len())).await;
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, Vec<trove_common::Hash32>)> {
+        use std::os::unix::fs::FileExt;
+        let mut bytes = vec![0u8; chunk.len() as usize];
+        file.read_exact_at(&mut bytes, 0)?;
+        let cvs = blocks::block_cvs(&chunk, &bytes);
+        Ok((bytes, cvs))
+    })
+    .await;
+    let (bytes, cvs) = match read {
+        Ok(Ok(got)) => got,
+        Ok(Err(e)) => {
+            let resp = Response::error(req, ErrorCode::Internal, format!("reading chunk {chunk}: {e}"));
+            return net::write_response(writer, scratch, &resp, &[]).await;
+        }
+        Err(e) => {
+            return net::write_response(
+                writer,
+                scratch,
+                &Response::error(req, ErrorCode::Internal, e.to_string()),
+                &[],
+            )
+            .await;
+        }
+    };
+    let v = match BlockVerifier::new(chunk, cvs) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(chunk = %chunk, reason = %e, "stored copy does not verify; refusing to serve its blocks");
+            let resp = Response::error(req, ErrorCode::HashMismatch, format!("stored copy of {chunk}: {e}"));
+            return net::write_response(writer, scratch, &resp, &[]).await;
+        }
+    };
+    let start = v.block_range(from_block).start;
+    // Invariant: the request decoded, so `from_block` is a block of this non-empty chunk.
+    let range = ByteRange::new(start, chunk.len()).expect("from_block lies inside the chunk");
+    let resp = Response::Blocks {
+        req,
+        range,
+        cvs: v.cvs().to_vec(),
+    };
+    net::write_response(writer, scratch, &resp, &bytes[start as usize..]).await?;
+    meter.sent(u64::from(range.len()));
     node.bytes_served.fetch_add(u64::from(range.len()), Ordering::Relaxed);
     Ok(())
 }
@@ -388,7 +459,9 @@ fn eof_is_closed(e: std::io::Error) -> NetError {
 async fn answer(node: &Node, request: Request) -> Response {
     let req = request.req();
     match request {
-        Request::Get { .. } | Request::Put { .. } => unreachable!("handled by send_chunk and receive_put"),
+        Request::Get { .. } | Request::Put { .. } | Request::GetBlocks { .. } => {
+            unreachable!("handled by send_chunk, receive_put and send_blocks")
+        }
         Request::Has { chunks, .. } => {
             let store = node.store.clone();
             match tokio::task::spawn_blocking(move || chunks.iter().map(|c| store.contains(c)).collect()).await {
@@ -428,4 +501,119 @@ fn store_error(req: u32, e: StoreError) -> Response {
         StoreError::Io { .. } => ErrorCode::Internal,
     };
     Response::error(req, code, e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use trove_common::Manifest;
+    use trove_common::blocks::{BLOCK_BYTES, n_blocks};
+
+    fn data(len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3])
+            .collect()
+    }
+
+    /// A real server on 127.0.0.1 over a store holding every chunk of `bytes`.
+    async fn serving(dir: &std::path::Path, bytes: &[u8], chunk_bytes: u32) -> (SocketAddr, Manifest, Arc<Store>) {
+        let m = Manifest::of_bytes(bytes, chunk_bytes).unwrap();
+        let (store, _) = Store::open(dir, 1 << 30, 0).unwrap();
+        let store = Arc::new(store);
+        for c in m.chunks() {
+            store
+                .put(&c, &bytes[c.offset() as usize..][..c.len() as usize])
+                .unwrap();
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let node = Arc::new(Node::new(NodeId([9; 16]), store.clone(), None));
+        tokio::spawn(serve(listener, node));
+        (addr, m, store)
+    }
+
+    /// Pins the get-blocks answer: from any block, the chaining values check against the
+    /// chunk ID and every block after it arrives verified, the blocks before it verify from a
+    /// ranged get, and the connection stays in step for the next request.
+    #[tokio::test]
+    async fn get_blocks_serves_verifiable_blocks_from_any_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = data(2 * (1 << 20) + 5 * BLOCK_BYTES as usize + 77);
+        let (addr, m, _) = serving(dir.path(), &bytes, 1 << 20).await;
+        let mut c = net::connect(addr).await.unwrap();
+        for c_idx in 0..m.n_chunks() {
+            let chunk = m.chunk(c_idx);
+            let body = &bytes[chunk.offset() as usize..][..chunk.len() as usize];
+            let n = n_blocks(chunk.len());
+            for from in [0, 1, n / 2, n - 1] {
+                let v = c.get_blocks(chunk, from).await.unwrap();
+                assert_eq!(v.n_blocks(), n);
+                let mut buf = Vec::new();
+                for i in from..n {
+                    c.read_block(&v, i, &mut buf).await.unwrap();
+                    let r = v.block_range(i);
+                    assert_eq!(buf, body[r.start as usize..r.end as usize]);
+                }
+                if from > 0 {
+                    let front = c.get_verified_blocks(&v, 0..from).await.unwrap();
+                    assert_eq!(front, body[..v.block_range(from).start as usize]);
+                }
+            }
+        }
+        // A one-chunk file (root) of less than a block.
+        let small = data(3000);
+        let dir2 = tempfile::tempdir().unwrap();
+        let (addr2, m2, _) = serving(dir2.path(), &small, 1 << 20).await;
+        let mut c2 = net::connect(addr2).await.unwrap();
+        let v = c2.get_blocks(m2.chunk(0), 0).await.unwrap();
+        let mut buf = Vec::new();
+        c2.read_block(&v, 0, &mut buf).await.unwrap();
+        assert_eq!(buf, small);
+        // Still in step after all that.
+        assert_eq!(c.stats().await.unwrap().node_id, NodeId([9; 16]));
+    }
+
+    /// Pins: a chunk it does not hold is an error reply (the connection goes on), and a copy
+    /// damaged on disk is refused with `HashMismatch` instead of being sent.
+    #[tokio::test]
+    async fn get_blocks_refuses_missing_and_damaged_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = data(3 * (1 << 20));
+        let (addr, m, _) = serving(dir.path(), &bytes, 1 << 20).await;
+        let mut c = net::connect(addr).await.unwrap();
+        let other = Manifest::of_bytes(&data(5), 1 << 20).unwrap().chunk(0);
+        match c.get_blocks(other, 0).await {
+            Err(NetError::Remote {
+                code: ErrorCode::NotFound,
+                ..
+            }) => {}
+            other => panic!("expected NotFound, got {other:?}"),
+        }
+        let victim = m.chunk(1);
+        {
+            use std::os::unix::fs::FileExt;
+            // The on-disk layout (docs/on-disk.md): chunks/<first hash byte>/<chunk ID>.
+            let path = dir
+                .path()
+                .join("chunks")
+                .join(format!("{:02x}", victim.hash().0[0]))
+                .join(victim.to_string());
+            let w = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+            let at = 40 * u64::from(BLOCK_BYTES) + 3;
+            w.write_all_at(&[bytes[(victim.offset() + at) as usize] ^ 0x10], at)
+                .unwrap();
+        }
+        match c.get_blocks(victim, 10).await {
+            Err(NetError::Remote {
+                code: ErrorCode::HashMismatch,
+                ..
+            }) => {}
+            other => panic!("expected HashMismatch, got {other:?}"),
+        }
+        // The undamaged chunks are still served on the same connection.
+        let v = c.get_blocks(m.chunk(2), 63).await.unwrap();
+        let mut buf = Vec::new();
+        c.read_block(&v, 63, &mut buf).await.unwrap();
+        assert_eq!(buf, bytes[3 * (1 << 20) - BLOCK_BYTES as usize..]);
+    }
 }
