@@ -9,7 +9,9 @@
 //! every answer, so nothing shared can run as a page on the dashboard's origin.
 //!
 //! A GET fetches only the chunks its range covers, verified, from the online holders
-//! ([`fetch`]), and streams them in order while at most [`READ_AHEAD_CHUNKS`] chunks are
+//! ([`fetch`]), and streams them in order. The first chunk, unless cached, comes through
+//! the block path ([`fetch::Fetcher::chunk_part`]): verified 16 KiB blocks from the range's
+//! start, so the first byte leaves after one block, not one chunk; the others come whole while at most [`READ_AHEAD_CHUNKS`] chunks are
 //! fetched or waiting ahead of what was sent, never past the range's end. So an open-ended
 //! `bytes=X-` that the browser abandons costs a few chunks, not the file. If no holder can
 //! give a chunk, the body is cut short (the client sees a truncated transfer) and it is
@@ -36,6 +38,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use trove_common::{ChunkId, FileId, Manifest, NodeId};
 
@@ -46,6 +49,8 @@ use range::Wanted;
 
 /// Chunks fetched or waiting ahead of the send position, the one being sent included.
 pub const READ_AHEAD_CHUNKS: usize = 8;
+/// Verified pieces of the first chunk waiting for the HTTP body to take them.
+const PIECES_QUEUED_MAX: usize = 16;
 /// At most one `view` event per user and file this often.
 pub const VIEW_INTERVAL: Duration = Duration::from_secs(600);
 /// Views remembered for [`VIEW_INTERVAL`]; past this, the oldest are forgotten.
@@ -214,7 +219,12 @@ struct Transfer {
     next_fetch: usize,
     last: usize,
     /// Fetches under way for chunks `next_send..next_fetch`, in order.
-    pending: VecDeque<JoinHandle<Result<Bytes, FetchError>>>,
+    pending: VecDeque<Pending>,
+    /// Body bytes handed out so far.
+    sent: u64,
+    /// True while the first chunk's first verified piece is on its way through the block
+    /// path: read-ahead waits, so nothing competes with it for the appliance or the CPU.
+    first_piece_due: bool,
     /// (user, file) to record a `download` for once the last byte is out.
     on_complete: Option<(i64, FileId)>,
     failed: bool,
@@ -269,6 +279,8 @@ impl Transfer {
             next_fetch: span.start,
             last: span.end,
             pending: VecDeque::new(),
+            sent: 0,
+            first_piece_due: false,
             on_complete,
             failed: false,
         })
@@ -286,56 +298,124 @@ impl Transfer {
         }
     }
 
-    /// The next piece of the body; `None` at the end, after an error too.
-    async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
-        if self.failed {
-            return None;
-        }
-        while self.next_fetch < self.last && self.next_fetch < self.next_send + READ_AHEAD_CHUNKS {
+    /// Starts fetching chunks up to [`READ_AHEAD_CHUNKS`] ahead of the send position.
+    fn read_ahead(&mut self) {
+        while self.next_fetch < self.last
+            && self.next_fetch < self.next_send + READ_AHEAD_CHUNKS
+            && !self.first_piece_due
+        {
             let idx = self.next_fetch;
             let chunk = self.manifest.chunk(idx);
             let (app, holders, k) = (self.app.clone(), self.holders.clone(), idx - self.first);
             let in_flight = InFlight::new(app.clone());
-            self.pending.push_back(tokio::spawn(async move {
-                let _in_flight = in_flight;
-                gateway().fetcher.chunk(&app.metrics, chunk, &holders[k]).await
-            }));
+            if idx == self.first && !gateway().fetcher.is_cached(&chunk) {
+                let offset = chunk.offset();
+                let want = (self.start.max(offset) - offset) as u32
+                    ..(self.end.min(offset + u64::from(chunk.len())) - offset) as u32;
+                let (tx, rx) = mpsc::channel(PIECES_QUEUED_MAX);
+                let task = tokio::spawn(async move {
+                    let _in_flight = in_flight;
+                    gateway()
+                        .fetcher
+                        .chunk_part(&app.metrics, chunk, &holders[k], want, &tx)
+                        .await
+                });
+                self.pending.push_back(Pending::Parts { rx, task });
+                self.first_piece_due = true;
+            } else {
+                self.pending.push_back(Pending::Whole(tokio::spawn(async move {
+                    let _in_flight = in_flight;
+                    gateway().fetcher.chunk(&app.metrics, chunk, &holders[k]).await
+                })));
+            }
             self.next_fetch += 1;
         }
-        let Some(handle) = self.pending.pop_front() else {
-            // An empty file: nothing to send, and it is complete.
-            self.completed();
-            return None;
-        };
-        let idx = self.next_send;
-        self.next_send += 1;
-        let got = match handle.await {
-            Ok(r) => r.map_err(|e| e.to_string()),
-            Err(e) => Err(format!("fetch task failed: {e}")),
-        };
-        match got {
-            Ok(bytes) => {
-                let offset = self.manifest.chunk(idx).offset();
-                let lo = (self.start.max(offset) - offset) as usize;
-                let hi = (self.end.min(offset + bytes.len() as u64) - offset) as usize;
-                let piece = bytes.slice(lo..hi);
-                self.app
-                    .metrics
-                    .gateway_bytes_sent
-                    .fetch_add(piece.len() as u64, Ordering::Relaxed);
-                // Hyper stops asking once Content-Length bytes are out, so the last piece is
-                // where the transfer completes, not the end of the stream.
-                if self.next_send == self.last {
+    }
+
+    /// The next piece of the body; `None` at the end, after an error too.
+    async fn next(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        loop {
+            if self.failed {
+                return None;
+            }
+            self.read_ahead();
+            let idx = self.next_send;
+            let got = match self.pending.front_mut() {
+                None => {
+                    // An empty file: nothing to send, and it is complete.
                     self.completed();
+                    return None;
                 }
-                Some(Ok(piece))
+                Some(Pending::Whole(handle)) => {
+                    let got = match handle.await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(e) => Err(format!("fetch task failed: {e}")),
+                    };
+                    self.pending.pop_front();
+                    self.next_send += 1;
+                    got.map(|bytes| {
+                        let offset = self.manifest.chunk(idx).offset();
+                        let lo = (self.start.max(offset) - offset) as usize;
+                        let hi = (self.end.min(offset + bytes.len() as u64) - offset) as usize;
+                        bytes.slice(lo..hi)
+                    })
+                }
+                Some(Pending::Parts { rx, .. }) => match rx.recv().await {
+                    Some(got) => got.map_err(|e| e.to_string()),
+                    None => {
+                        // This chunk's pieces are all out.
+                        self.pending.pop_front();
+                        self.next_send += 1;
+                        continue;
+                    }
+                },
+            };
+            match got {
+                Ok(piece) => {
+                    self.first_piece_due = false;
+                    if piece.is_empty() {
+                        continue;
+                    }
+                    self.sent += piece.len() as u64;
+                    self.app
+                        .metrics
+                        .gateway_bytes_sent
+                        .fetch_add(piece.len() as u64, Ordering::Relaxed);
+                    // Hyper stops asking once Content-Length bytes are out, so the last piece
+                    // is where the transfer completes, not the end of the stream.
+                    if self.start + self.sent == self.end {
+                        self.completed();
+                    }
+                    return Some(Ok(piece));
+                }
+                Err(e) => {
+                    self.failed = true;
+                    tracing::error!(file = %self.manifest.file_id(), chunk_idx = idx, error = %e,
+                        "gateway: cannot get a chunk; cutting the response short");
+                    return Some(Err(std::io::Error::other(e)));
+                }
             }
-            Err(e) => {
-                self.failed = true;
-                tracing::error!(file = %self.manifest.file_id(), chunk_idx = idx, error = %e,
-                    "gateway: cannot get a chunk; cutting the response short");
-                Some(Err(std::io::Error::other(e)))
-            }
+        }
+    }
+}
+
+/// A fetch under way for one chunk of a transfer.
+enum Pending {
+    /// The whole chunk, verified.
+    Whole(JoinHandle<Result<Bytes, FetchError>>),
+    /// Verified pieces of the part the transfer needs, in order, from the block path; the
+    /// channel closes after the last.
+    Parts {
+        rx: mpsc::Receiver<Result<Bytes, FetchError>>,
+        task: JoinHandle<()>,
+    },
+}
+
+impl Pending {
+    fn abort(&self) {
+        match self {
+            Pending::Whole(h) => h.abort(),
+            Pending::Parts { task, .. } => task.abort(),
         }
     }
 }
@@ -360,8 +440,8 @@ impl Drop for InFlight {
 impl Drop for Transfer {
     /// An abandoned response (the browser seeked elsewhere) stops its read-ahead.
     fn drop(&mut self) {
-        for h in &self.pending {
-            h.abort();
+        for p in &self.pending {
+            p.abort();
         }
     }
 }

@@ -438,3 +438,172 @@ fn a_holder_killed_mid_stream_is_replaced_by_another() {
     assert_eq!(g.status, 206);
     assert!(g.body == bytes[20 * MIB as usize..]);
 }
+
+/// A block of the block path (`trove_common::limits::BLOCK_BYTES`).
+const BLOCK: u64 = 16 * 1024;
+
+/// The first chunk of a cold response comes through the block path (verified 16 KiB blocks
+/// from where the range starts): ranges starting at block and chunk boundaries and beside
+/// them, inside the short last block of the short last chunk, and in one-chunk files, are
+/// byte-exact; each cold chunk counts as exactly one fetched chunk and is cached whole.
+#[test]
+fn ranges_starting_anywhere_in_a_cold_first_chunk_are_exact() {
+    let s = start(3);
+    let alice = signup(&s, "alice");
+    let dir = tempdir();
+    let t = Some(alice.token.as_str());
+
+    // 24 whole chunks, then a last chunk of 2 blocks and 123 bytes.
+    let path = dir.path().join("big.bin");
+    let size = 24 * MIB + 2 * BLOCK + 123;
+    random_file(&path, size, 61);
+    let bytes = std::fs::read(&path).unwrap();
+    let id = share(&s, &alice, &path, "other", false);
+    // (chunk, offset within it, bytes wanted or None for open-ended). Each chunk is asked
+    // once, so each request meets a cold first chunk.
+    let cases: &[(u64, u64, Option<u64>)] = &[
+        (0, 0, Some(1)),
+        (1, 1, Some(10)),
+        (2, BLOCK - 1, Some(2)),
+        (3, BLOCK, Some(BLOCK)),
+        (4, BLOCK + 1, Some(3 * BLOCK)),
+        (5, 63 * BLOCK, Some(BLOCK)),
+        (6, 63 * BLOCK + 5, Some(MIB)), // on into chunk 7
+        (8, MIB - 1, Some(2)),          // chunk 8's last byte and chunk 9's first
+        (10, 12345, Some(65536)),       // what the benchmark asks
+        (11, 40 * BLOCK + 7, Some(5 * MIB)),
+        (17, MIB - BLOCK, Some(BLOCK)),
+        (18, 2 * BLOCK, None), // open-ended, to the short last chunk
+    ];
+    for &(chunk, within, len) in cases {
+        let a = chunk * MIB + within;
+        let b = len.map_or(size - 1, |n| (a + n - 1).min(size - 1));
+        let before = metric(&s, "trove_gateway_chunks_fetched_total");
+        let g = curl(&s, t, &id, "", &["-r", &format!("{a}-{b}")]);
+        assert_eq!(g.status, 206, "range {a}-{b}");
+        assert_eq!(
+            g.header("content-range"),
+            Some(format!("bytes {a}-{b}/{size}").as_str())
+        );
+        assert!(
+            g.body == bytes[a as usize..=b as usize],
+            "range {a}-{b}: the bytes differ"
+        );
+        // Every chunk under the range was cold: each counts once, block path or not.
+        assert_eq!(
+            metric(&s, "trove_gateway_chunks_fetched_total") - before,
+            b / MIB - a / MIB + 1,
+            "range {a}-{b}"
+        );
+    }
+    // Inside the last chunk's short last block, cold again after a restart empties the cache.
+    let mut s = s;
+    s.controller.restart();
+    s.wait_online(3, ONLINE_DEADLINE);
+    let t = Some(alice.token.as_str());
+    for (a, b) in [
+        (size - 100, size - 1),
+        (size - 123, size - 123),
+        (24 * MIB + 2 * BLOCK, size - 1),
+    ] {
+        let g = curl(&s, t, &id, "", &["-r", &format!("{a}-{b}")]);
+        assert_eq!(g.status, 206);
+        assert!(
+            g.body == bytes[a as usize..=b as usize],
+            "range {a}-{b}: the bytes differ"
+        );
+    }
+    // The first request was cold, the others found the chunk cached whole.
+    assert_eq!(metric(&s, "trove_gateway_chunks_fetched_total"), 1);
+    assert_eq!(metric(&s, "trove_gateway_cache_hits_total"), 2);
+
+    // One-chunk files (their chunk is the root): a few blocks, under a block, one byte.
+    for (n, len) in [(0u64, 3 * BLOCK + 7), (1, BLOCK - 1), (2, 1)] {
+        let path = dir.path().join(format!("small{n}.bin"));
+        random_file(&path, len, 70 + n);
+        let small = std::fs::read(&path).unwrap();
+        let id = share(&s, &alice, &path, "other", false);
+        let a = len / 2;
+        let g = curl(&s, t, &id, "", &["-r", &format!("{a}-")]);
+        assert_eq!(g.status, 206);
+        assert!(
+            g.body == small[a as usize..],
+            "{len}-byte file from {a}: the bytes differ"
+        );
+        let g = curl(&s, t, &id, "", &[]);
+        assert!(g.body == small, "{len}-byte file whole: the bytes differ");
+    }
+    assert_eq!(
+        s.controller.log_count("block path"),
+        0,
+        "no holder should have failed:\n{}",
+        s.logs()
+    );
+}
+
+/// Pins: a holder whose stored copy is damaged never gets a bad byte to the browser. troved
+/// refuses the block path for a copy that does not verify; the gateway then fetches the chunk
+/// whole, rejects the damaged copy from that holder by its hash, and takes another holder's.
+#[test]
+fn a_damaged_copy_never_reaches_the_browser() {
+    use std::os::unix::fs::FileExt;
+    let s = start(3);
+    let alice = signup(&s, "alice");
+    let dir = tempdir();
+    let path = dir.path().join("film.mp4");
+    let size = 6 * MIB + 999;
+    random_file(&path, size, 62);
+    let bytes = std::fs::read(&path).unwrap();
+    let id = share(&s, &alice, &path, "video", false);
+    let m = manifest_of(&path, trove_common::limits::CHUNK_BYTES_DEFAULT);
+    // Chunks 0..3 damaged on two of the three holders, one block in the middle of each. The
+    // gateway spreads consecutive chunks over the holders, so for some of them a damaged
+    // copy is the first asked.
+    for k in 0..3 {
+        let chunk = m.chunk(k);
+        for node in &s.nodes[..2] {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(node.chunk_path(&chunk))
+                .expect("open the stored chunk");
+            let at = 20 * BLOCK + 100;
+            let mut byte = [0u8; 1];
+            f.read_exact_at(&mut byte, at).unwrap();
+            f.write_all_at(&[byte[0] ^ 0x01], at).unwrap();
+            f.sync_all().unwrap();
+        }
+    }
+    for k in 0..3u64 {
+        // From inside the damaged block, and from before it across it.
+        for (a, b) in [
+            (k * MIB + 20 * BLOCK + 50, k * MIB + 21 * BLOCK),
+            (k * MIB + 3, k * MIB + MIB - 1),
+        ] {
+            let g = curl(&s, Some(&alice.token), &id, "", &["-r", &format!("{a}-{b}")]);
+            assert_eq!(g.status, 206);
+            assert!(
+                g.body == bytes[a as usize..=b as usize],
+                "range {a}-{b}: the bytes differ"
+            );
+        }
+    }
+    let whole = curl(&s, Some(&alice.token), &id, "", &[]);
+    assert!(whole.body == bytes, "the whole file differs");
+    assert!(
+        s.controller.log_count("failed on the block path") > 0,
+        "no damaged copy was asked through the block path, so this test proved nothing:\n{}",
+        s.logs()
+    );
+    assert!(
+        s.controller.log_count("HashMismatch") > 0,
+        "troved served the block path of a damaged copy:\n{}",
+        s.logs()
+    );
+    // The gateway's own check: the whole-chunk retry met a damaged copy and refused it.
+    assert!(
+        s.controller.log_count("failed verification") > 0,
+        "the gateway never refused a damaged copy by its hash:\n{}",
+        s.logs()
+    );
+}

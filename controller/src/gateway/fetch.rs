@@ -3,17 +3,26 @@
 //!
 //! Every chunk comes through [`trove_common::net::Client::get_chunk`], which hashes the
 //! bytes against the chunk ID before returning them; so nothing unverified reaches the cache
-//! or a browser. Reads need no grant: naming the chunk is the capability. This module does
+//! or a browser. The first chunk of a response may come through the block path instead
+//! ([`Fetcher::chunk_part`]): a get-blocks whose block chaining values are checked against
+//! the chunk ID first, then each 16 KiB block hashed at its offset before any of its bytes
+//! is handed on, so the first verified bytes leave after one block instead of one chunk.
+//! A node that cannot answer a get-blocks (an older troved closes the connection or answers
+//! an error) is asked with whole-chunk `Get`s for [`NO_BLOCKS_RETRY`]. Reads need no grant: naming the chunk is the capability. This module does
 //! not decide what to fetch or when (that is the transfer in `gateway.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
+use tokio::sync::mpsc;
+use trove_common::blocks::{BLOCK_BYTES, BlockVerifier};
 use trove_common::net::{self, Client, NetError};
+use trove_common::wire::ErrorCode;
 use trove_common::{ChunkId, NodeId};
 
 use crate::metrics::Metrics;
@@ -26,6 +35,11 @@ pub const IDLE_CONNECTIONS_PER_NODE_MAX: usize = 8;
 /// How long one chunk from one holder may take (connecting included) before the next
 /// holder is tried.
 pub const CHUNK_FETCH_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a node that could not answer a get-blocks is asked with whole-chunk gets only.
+pub const NO_BLOCKS_RETRY: Duration = Duration::from_secs(60);
+
+/// Verified pieces of one chunk, in order, as the block path hands them on.
+pub type Pieces = mpsc::Sender<Result<Bytes, FetchError>>;
 
 /// An online appliance that holds a chunk, and where to reach it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,6 +119,8 @@ struct Live {
 
 pub struct Fetcher {
     idle: Mutex<HashMap<NodeId, Vec<Client>>>,
+    /// Nodes that could not answer a get-blocks, and since when.
+    no_blocks: Mutex<HashMap<NodeId, Instant>>,
     cache: Mutex<Cache>,
     live: Mutex<HashMap<NodeId, Live>>,
     started: Instant,
@@ -114,6 +130,7 @@ impl Fetcher {
     pub fn new() -> Fetcher {
         Fetcher {
             idle: Mutex::new(HashMap::new()),
+            no_blocks: Mutex::new(HashMap::new()),
             cache: Mutex::new(Cache::new()),
             live: Mutex::new(HashMap::new()),
             started: Instant::now(),
@@ -164,6 +181,149 @@ impl Fetcher {
                 tried: order.len(),
                 last,
             }),
+        }
+    }
+
+    /// Bytes `want` of `chunk`, verified, handed to `out` in order as they arrive: from the
+    /// cache in one piece; else through the block path from the least busy holder that
+    /// speaks it, piece by piece (the last piece once the whole chunk is verified and
+    /// cached, so a complete fetch is counted and cached before the caller's range ends);
+    /// and if that fails at any point, the rest after what was handed on from a whole-chunk
+    /// [`Fetcher::chunk`]. Errors go to `out` too. Returns when done, or when `out` closes.
+    pub async fn chunk_part(
+        &self,
+        metrics: &Metrics,
+        chunk: ChunkId,
+        holders: &[Holder],
+        want: Range<u32>,
+        out: &Pieces,
+    ) {
+        debug_assert!(want.start < want.end && want.end <= chunk.len());
+        let cached = self.cache.lock().expect("cache lock").get(&chunk);
+        if let Some(b) = cached {
+            metrics.gateway_cache_hits.fetch_add(1, Ordering::Relaxed);
+            let _ = out.send(Ok(b.slice(want.start as usize..want.end as usize))).await;
+            return;
+        }
+        let mut sent = want.start;
+        let now = Instant::now();
+        let first = {
+            let live = self.live.lock().expect("live lock");
+            let mut no_blocks = self.no_blocks.lock().expect("no_blocks lock");
+            no_blocks.retain(|_, since| now.duration_since(*since) < NO_BLOCKS_RETRY);
+            holders
+                .iter()
+                .filter(|h| !no_blocks.contains_key(&h.node))
+                .min_by_key(|h| live.get(&h.node).map_or(0, |l| l.in_flight))
+                .copied()
+        };
+        if let Some(h) = first {
+            self.begin(h.node, chunk.len());
+            let got = self.blocks_from(metrics, &h, chunk, &mut sent, want.end, out).await;
+            self.end(h.node, chunk.len(), got.is_ok());
+            match got {
+                Ok(()) => return,
+                Err(e) => {
+                    if matches!(
+                        e,
+                        NetError::Closed
+                            | NetError::Decode(_)
+                            | NetError::Remote {
+                                code: ErrorCode::BadRequest,
+                                ..
+                            }
+                    ) {
+                        self.no_blocks
+                            .lock()
+                            .expect("no_blocks lock")
+                            .insert(h.node, Instant::now());
+                    }
+                    tracing::warn!(node = %h.node, addr = %h.addr, offset = chunk.offset(), error = %e,
+                        "gateway: holder failed on the block path, fetching the rest whole");
+                }
+            }
+        }
+        let rest = match self.chunk(metrics, chunk, holders).await {
+            Ok(b) => Ok(b.slice(sent as usize..want.end as usize)),
+            Err(e) => Err(e),
+        };
+        let _ = out.send(rest).await;
+    }
+
+    /// The block path from one holder: hands on verified pieces of `*sent..end` (moving
+    /// `sent` past each), keeps the last one until the rest of the chunk (blocks after it,
+    /// then those before the first asked) is verified and cached. `Ok` also when `out`
+    /// closed (nobody wants the rest).
+    async fn blocks_from(
+        &self,
+        metrics: &Metrics,
+        h: &Holder,
+        chunk: ChunkId,
+        sent: &mut u32,
+        end: u32,
+        out: &Pieces,
+    ) -> Result<(), NetError> {
+        let from = *sent / BLOCK_BYTES;
+        let (mut c, v) = self.open_blocks(h, chunk, from).await?;
+        let mut whole = vec![0u8; chunk.len() as usize];
+        let mut block = Vec::with_capacity(BLOCK_BYTES as usize);
+        let mut last = None;
+        for i in from..v.n_blocks() {
+            with_timeout(c.read_block(&v, i, &mut block)).await?;
+            let r = v.block_range(i);
+            whole[r.start as usize..r.end as usize].copy_from_slice(&block);
+            let (a, b) = (r.start.max(*sent), r.end.min(end));
+            if a >= b {
+                continue;
+            }
+            let piece = Bytes::copy_from_slice(&block[(a - r.start) as usize..(b - r.start) as usize]);
+            if b == end {
+                last = Some(piece);
+            } else if out.send(Ok(piece)).await.is_ok() {
+                *sent = b;
+            } else {
+                return Ok(()); // Abandoned; the connection is mid-reply, so it is dropped.
+            }
+        }
+        if from > 0 {
+            let front = with_timeout(c.get_verified_blocks(&v, 0..from)).await?;
+            whole[..front.len()].copy_from_slice(&front);
+        }
+        self.put_back(h.node, c);
+        metrics.gateway_chunks_fetched.fetch_add(1, Ordering::Relaxed);
+        self.cache.lock().expect("cache lock").insert(chunk, Bytes::from(whole));
+        if let Some(piece) = last
+            && out.send(Ok(piece)).await.is_ok()
+        {
+            *sent = end;
+        }
+        Ok(())
+    }
+
+    /// A connection to `h` on which a get-blocks for `chunk` was answered with checked block
+    /// chaining values (the blocks follow on it): an idle one first, else a fresh one.
+    async fn open_blocks(&self, h: &Holder, chunk: ChunkId, from: u32) -> Result<(Client, BlockVerifier), NetError> {
+        let pooled = self.idle.lock().expect("idle lock").get_mut(&h.node).and_then(Vec::pop);
+        if let Some(mut c) = pooled {
+            match with_timeout(c.get_blocks(chunk, from)).await {
+                Ok(v) => return Ok((c, v)),
+                Err(e @ NetError::Remote { .. }) => {
+                    // An error reply has no body: the connection is still in step.
+                    self.put_back(h.node, c);
+                    return Err(e);
+                }
+                Err(e) => tracing::debug!(node = %h.node, error = %e, "gateway: pooled connection failed"),
+            }
+        }
+        let mut c = with_timeout(net::connect(h.addr)).await?;
+        match with_timeout(c.get_blocks(chunk, from)).await {
+            Ok(v) => Ok((c, v)),
+            Err(e) => {
+                if matches!(e, NetError::Remote { .. }) {
+                    self.put_back(h.node, c);
+                }
+                Err(e)
+            }
         }
     }
 

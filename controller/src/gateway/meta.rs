@@ -50,9 +50,11 @@ pub struct Visible {
 }
 
 type OnlineNodes = Arc<HashMap<NodeId, SocketAddr>>;
+/// (token hash, file) → when it was looked up, and what that token may see of it.
+type VisibleMap = HashMap<([u8; 32], FileId), (Instant, Arc<Visible>)>;
 
 pub struct Meta {
-    visible: Mutex<HashMap<([u8; 32], FileId), (Instant, Arc<Visible>)>>,
+    visible: Mutex<VisibleMap>,
     nodes: Mutex<Option<(Instant, OnlineNodes)>>,
     holders: Mutex<HashMap<ChunkId, (Instant, Vec<NodeId>)>>,
 }
