@@ -164,8 +164,10 @@ pub fn edges(
         })
         .collect();
     let mut out: BTreeMap<(String, String, EdgeKind), u64> = BTreeMap::new();
+    // Saturating: rates come from nodes' reports, and an overflow must not panic the feed.
     let mut add = |from: String, to: String, kind: EdgeKind, rate: u64| {
-        *out.entry((from, to, kind)).or_default() += rate;
+        let sum = out.entry((from, to, kind)).or_default();
+        *sum = sum.saturating_add(rate);
     };
     for (node, t) in reports {
         let me = node.to_string();
@@ -316,6 +318,27 @@ mod tests {
             ],
             &[(node(1), node(2))],
             &[edge(&n1, &n2, 4096, EdgeKind::Replication)],
+        );
+    }
+
+    #[test]
+    fn huge_rates_saturate_instead_of_overflowing() {
+        // Pins: two connections to one client reporting u64::MAX bytes each overflowed the
+        // sum, a panic (debug) or a tiny wrapped rate (release) in every fleet answer.
+        let n1 = node(1).to_string();
+        check(
+            &[(
+                node(1),
+                report(
+                    1,
+                    vec![
+                        peer("10.0.0.9:4000", Link::Accepted, u64::MAX, 0),
+                        peer("10.0.0.9:4001", Link::Accepted, u64::MAX, 0),
+                    ],
+                ),
+            )],
+            &[],
+            &[edge(&n1, "client 10.0.0.9", u64::MAX, EdgeKind::ClientDownload)],
         );
     }
 

@@ -119,21 +119,10 @@ fn since_h(state: &str, secs: i64) -> String {
     format!("{state} for {span}")
 }
 
-/// A byte count for people: `0 B`, `1.5 KiB`, `3.2 GiB` (the script formats the same way).
+/// A byte count from the fleet's signed columns (a negative one reads as none); the script
+/// formats the same way.
 fn bytes_h(n: i64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let n = n.max(0);
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
+    super::pages::bytes_h(u64::try_from(n).unwrap_or(0))
 }
 
 /// Where everything goes: appliances evenly on a ring in table order, the controller and
@@ -195,7 +184,7 @@ fn drawing(nodes: &[LiveNode], edges: &[LiveEdge]) -> (Vec<Endpoint>, Vec<EdgeLi
                     "{} → {}: {}/s ({kind})",
                     name_of(&e.from),
                     name_of(&e.to),
-                    bytes_h(e.bytes_per_s as i64)
+                    super::pages::bytes_h(e.bytes_per_s)
                 ),
                 kind,
                 x1: format!("{x1:.1}"),
@@ -237,5 +226,6 @@ mod tests {
         check(1023, "1023 B");
         check(1536, "1.5 KiB");
         check(1 << 30, "1.0 GiB");
+        check(-1, "0 B");
     }
 }
