@@ -86,11 +86,17 @@ pub fn csrf_token(app: &App, token_hash: &[u8; 32]) -> String {
     trove_common::hex::encode(&mac.as_bytes()[..16])
 }
 
-/// Whether `given` is this session's CSRF token (compared in constant time).
+/// Whether `given` is this session's CSRF token.
 pub fn csrf_ok(app: &App, token_hash: &[u8; 32], given: Option<&str>) -> bool {
-    let want = csrf_token(app, token_hash);
-    let Some(given) = given else { return false };
-    given.len() == want.len() && given.bytes().zip(want.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    given.is_some_and(|given| same_secret(given, &csrf_token(app, token_hash)))
+}
+
+/// Whether two tokens are equal, in time that does not depend on where they differ (so a
+/// guesser learns nothing from how long a refusal takes). An empty token matches nothing.
+pub fn same_secret(given: &str, want: &str) -> bool {
+    !want.is_empty()
+        && given.len() == want.len()
+        && given.bytes().zip(want.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
 }
 
 /// A logged-in person on a page. Pages that need one take `Session`; without a valid
@@ -309,4 +315,34 @@ fn same_origin(headers: &HeaderMap) -> bool {
         .ok()
         .and_then(|o| o.strip_prefix("http://").or_else(|| o.strip_prefix("https://")));
     matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_must_name_this_host() {
+        let h = |origin: Option<&str>| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, HeaderValue::from_static("trove.lan:8080"));
+            if let Some(o) = origin {
+                m.insert(header::ORIGIN, HeaderValue::from_str(o).unwrap());
+            }
+            same_origin(&m)
+        };
+        assert!(h(None));
+        assert!(h(Some("http://trove.lan:8080")));
+        assert!(!h(Some("http://trove.lan")));
+        assert!(!h(Some("http://evil.example")));
+        assert!(!h(Some("null")));
+    }
+
+    #[test]
+    fn secrets_match_only_themselves() {
+        assert!(same_secret("abc123", "abc123"));
+        assert!(!same_secret("abc124", "abc123"));
+        assert!(!same_secret("abc12", "abc123"));
+        assert!(!same_secret("", ""), "an empty token matches nothing");
+    }
 }

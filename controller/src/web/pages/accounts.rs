@@ -83,10 +83,7 @@ fn pre_token(headers: &HeaderMap) -> Result<(String, Option<HeaderValue>), WebEr
 fn check_pre(headers: &HeaderMap, form: &Fields) -> Result<(), WebError> {
     let cookie = super::super::cookie(headers, PRE_COOKIE).unwrap_or("");
     let given = form.get(super::super::CSRF_FIELD).unwrap_or("");
-    let same = !cookie.is_empty()
-        && cookie.len() == given.len()
-        && cookie.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-    if same {
+    if super::super::same_secret(given, cookie) {
         Ok(())
     } else {
         tracing::warn!("sign-up or login without a valid pre-session CSRF token refused");
