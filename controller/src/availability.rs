@@ -20,20 +20,30 @@ const TICK: Duration = Duration::from_secs(1);
 /// needs SQLite's one write lock far more), up to this long.
 const DEFER_MAX: Duration = Duration::from_secs(10);
 const DEFER_POLL: Duration = Duration::from_millis(50);
-const FILES_PER_PAGE: u32 = 2000;
+/// Files per statement of a full recompute. Each statement holds SQLite's one write lock; a
+/// changed bucket rewrites the file's shares and tags (migration 0003's triggers), so a page of
+/// 2,000 could hold it for over 2 s at 1M files. Between pages the loop pauses and lets queued
+/// ingest go first, so writers wait at most one page.
+const FILES_PER_PAGE: u32 = 500;
+const PAGE_PAUSE: Duration = Duration::from_millis(5);
 
 pub async fn availability_loop(app: Arc<App>) {
     let mut online: Option<BTreeSet<NodeId>> = None;
     loop {
         tokio::time::sleep(TICK).await;
-        let deferred = tokio::time::Instant::now();
-        while app.ingest_queued.load(Ordering::Relaxed) > 0 && deferred.elapsed() < DEFER_MAX {
-            tokio::time::sleep(DEFER_POLL).await;
-        }
+        defer_to_ingest(&app).await;
         if let Err(e) = refresh(&app, &mut online).await {
             warn!(error = %e, "availability refresh failed; will retry");
             online = None;
         }
+    }
+}
+
+/// Waits while ingest has messages queued, up to [`DEFER_MAX`].
+async fn defer_to_ingest(app: &App) {
+    let deferred = tokio::time::Instant::now();
+    while app.ingest_queued.load(Ordering::Relaxed) > 0 && deferred.elapsed() < DEFER_MAX {
+        tokio::time::sleep(DEFER_POLL).await;
     }
 }
 
@@ -56,6 +66,8 @@ async fn refresh(app: &App, online: &mut Option<BTreeSet<NodeId>>) -> anyhow::Re
         while let Some(last) = app.db.refresh_availability_page(&after, FILES_PER_PAGE).await? {
             after = last;
             pages += 1;
+            tokio::time::sleep(PAGE_PAUSE).await;
+            defer_to_ingest(app).await;
         }
         debug!(
             pages,

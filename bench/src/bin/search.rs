@@ -6,9 +6,11 @@
 //! one share per file with a title of three words from a 3,000-word vocabulary (picked with
 //! a skew, like real titles), a kind, two of 200 tags, 5% private. A file's availability is
 //! drawn as 3, 2, 1 or 0 live holders (80/10/5/5%): the controller keeps that column from
-//! holdings in real fleets; here the bench measures the query path, not that upkeep. Then it
-//! times a seeded mix of queries through the HTTP API, one at a time, as a user would send
-//! them: one word, two words, a word and a kind, a tag, a word and a tag.
+//! holdings in real fleets; here the bench measures the query path, not that upkeep. The
+//! triggers of migration 0003 copy it into the shares and tags that search ranks by, as they
+//! do for the controller's own inserts. Then it times a seeded mix of queries through the
+//! HTTP API, one at a time, as a user would send them: one word, two words, a word and a
+//! kind, a tag, a word and a tag.
 //!
 //! Usage: bench-search [SIZES=100000,1000000] [QUERIES=1000]
 

@@ -8,7 +8,6 @@ UPDATE shares SET rank_bucket = 3 WHERE rank_bucket > 3;
 UPDATE share_tags SET rank_bucket = s.rank_bucket, created_at = s.created_at FROM shares s WHERE s.id = share_tags.share_id;
 CREATE INDEX shares_rank ON shares(rank_bucket DESC, created_at DESC, file_id);
 CREATE INDEX shares_kind_rank ON shares(kind, rank_bucket DESC, created_at DESC, file_id);
-CREATE INDEX shares_user_rank ON shares(user_id, rank_bucket DESC, created_at DESC, file_id);
 CREATE INDEX share_tags_rank ON share_tags(tag, rank_bucket DESC, created_at DESC, share_id);
 
 CREATE FUNCTION files_rank_bucket() RETURNS trigger LANGUAGE plpgsql AS $$

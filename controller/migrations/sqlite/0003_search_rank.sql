@@ -6,7 +6,9 @@
 -- For a listing without words every relevance is 1, so (bucket DESC, created_at DESC) is the
 -- ranking itself, and the first page is the start of one index range instead of a sort of
 -- every match. Triggers keep the copies exact in the statement that changes the original:
--- nothing in Rust writes these columns.
+-- nothing in Rust writes these columns. Each index here is rewritten whenever a file's bucket
+-- changes (a node going offline can change most of them), so there are only three: all, by
+-- kind, by tag. An owner's listing sorts that owner's shares.
 ALTER TABLE shares ADD COLUMN rank_bucket BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE share_tags ADD COLUMN rank_bucket BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE share_tags ADD COLUMN created_at BIGINT NOT NULL DEFAULT 0;
@@ -15,7 +17,6 @@ UPDATE share_tags SET (rank_bucket, created_at) =
     (SELECT s.rank_bucket, s.created_at FROM shares s WHERE s.id = share_tags.share_id);
 CREATE INDEX shares_rank ON shares(rank_bucket DESC, created_at DESC, file_id);
 CREATE INDEX shares_kind_rank ON shares(kind, rank_bucket DESC, created_at DESC, file_id);
-CREATE INDEX shares_user_rank ON shares(user_id, rank_bucket DESC, created_at DESC, file_id);
 CREATE INDEX share_tags_rank ON share_tags(tag, rank_bucket DESC, created_at DESC, share_id);
 
 CREATE TRIGGER files_rank_bucket AFTER UPDATE OF availability ON files

@@ -90,6 +90,18 @@ const AVAILABILITY_OF_FILES: &str = "COALESCE(\
      FROM file_chunks fc WHERE fc.file_id = files.id), \
     (SELECT COUNT(*) FROM nodes WHERE state = 'online'))";
 
+/// An UPDATE that recomputes the availability of the files matching `condition` (on `files`)
+/// and writes only the rows whose value changes: an unchanged row rewritten still dirties its
+/// page, and each changed bucket rewrites the file's shares and tags through the triggers of
+/// migration 0003, so writes follow what changed, not what was looked at.
+fn set_availability_where(condition: &str) -> String {
+    format!(
+        "UPDATE files SET availability = n.a FROM \
+           (SELECT id, {AVAILABILITY_OF_FILES} AS a FROM files WHERE {condition}) AS n \
+         WHERE files.id = n.id AND files.availability <> n.a"
+    )
+}
+
 impl Db {
     // ---- files ----
 
@@ -554,11 +566,10 @@ impl Db {
     pub async fn refresh_availability_of_chunks(&self, chunks: &[ChunkId]) -> anyhow::Result<()> {
         for batch in chunks.chunks(ROWS_PER_STATEMENT) {
             let prefixes = super::fleet::prefixes(batch);
-            let sql = format!(
-                "UPDATE files SET availability = {AVAILABILITY_OF_FILES} WHERE id IN \
-                 (SELECT fc.file_id {} JOIN file_chunks fc ON fc.chunk = c.id)",
+            let sql = set_availability_where(&format!(
+                "id IN (SELECT fc.file_id {} JOIN file_chunks fc ON fc.chunk = c.id)",
                 super::fleet::chunks_by_prefix(self.backend, prefixes.len())
-            );
+            ));
             let mut q = sqlx::query(&sql);
             for p in prefixes {
                 q = q.bind(p);
@@ -579,23 +590,19 @@ impl Db {
         let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
             return Ok(None);
         };
-        sqlx::query(&format!(
-            "UPDATE files SET availability = {AVAILABILITY_OF_FILES} WHERE id >= $1 AND id <= $2"
-        ))
-        .bind(first.clone())
-        .bind(last.clone())
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(&set_availability_where("id >= $1 AND id <= $2"))
+            .bind(first.clone())
+            .bind(last.clone())
+            .execute(&self.pool)
+            .await?;
         Ok(Some(last.clone()))
     }
 
     pub async fn refresh_availability_of_file(&self, id: &FileId) -> anyhow::Result<()> {
-        sqlx::query(&format!(
-            "UPDATE files SET availability = {AVAILABILITY_OF_FILES} WHERE id = $1"
-        ))
-        .bind(id.0.0.to_vec())
-        .execute(&self.pool)
-        .await?;
+        sqlx::query(&set_availability_where("id = $1"))
+            .bind(id.0.0.to_vec())
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
