@@ -243,7 +243,7 @@ impl Transfer {
         let span = manifest.chunks_for_range(start, end);
         let chunks: Vec<ChunkId> = span.clone().map(|i| manifest.chunk(i)).collect();
         let meta = &gateway().meta;
-        let (held, online) = tokio::try_join!(meta.holders(&app, &chunks), meta.online(&app))?;
+        let (held, online) = tokio::try_join!(meta.holders(&app, &manifest, span.clone()), meta.online(&app))?;
         let mut holders = Vec::with_capacity(chunks.len());
         for (k, (c, held)) in chunks.iter().zip(held).enumerate() {
             let mut h: Vec<Holder> = held

@@ -10,9 +10,11 @@
 //!   private, or deleted, can take up to [`VISIBLE_TTL`] to stop streaming to someone who
 //!   could see it a moment ago. A refusal is never cached (a new share shows at once).
 //! - **Which nodes are online, and where** ([`Meta::online`]): for [`NODES_TTL`].
-//! - **Who holds a chunk** ([`Meta::holders`]): per chunk, for [`HOLDERS_TTL`]; a copy made
-//!   later is picked up after that. Holders that went away meanwhile only cost a failed
-//!   attempt: the fetcher then tries the next holder.
+//! - **Who holds a file's chunks** ([`Meta::holders`]): per chunk, for [`HOLDERS_TTL`],
+//!   looked up a whole file at a time (up to [`HOLDERS_LOOKUP_CHUNKS_MAX`] chunks), so a
+//!   player seeking around a file asks the database once; a copy made later is picked up
+//!   after that. Holders that went away meanwhile only cost a failed attempt: the fetcher
+//!   then tries the next holder.
 //!
 //! Every map has a named bound; a full one first drops what expired, then everything.
 //! Manifests need no cache of their own beyond the visibility entry: a manifest is immutable
@@ -20,6 +22,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +41,11 @@ pub const HOLDERS_TTL: Duration = Duration::from_millis(1500);
 pub const VISIBLE_ENTRIES_MAX: usize = 4096;
 /// Chunks whose holders are kept at once (a 64 GiB file of 1 MiB chunks).
 pub const HOLDERS_ENTRIES_MAX: usize = 1 << 16;
+/// A file of at most this many chunks has all its holders looked up at once; of a larger one,
+/// the chunks asked for and this many after them.
+pub const HOLDERS_LOOKUP_CHUNKS_MAX: usize = 4096;
+
+const _: () = assert!(HOLDERS_LOOKUP_CHUNKS_MAX <= HOLDERS_ENTRIES_MAX);
 
 const _: () = assert!(VISIBLE_TTL.as_millis() <= 1000, "the visibility window must stay short");
 
@@ -126,40 +134,53 @@ impl Meta {
         Ok(online)
     }
 
-    /// Who holds each of `chunks` (online or not), in the order given; only the chunks not
-    /// looked up in the last [`HOLDERS_TTL`] go to the database.
-    pub async fn holders(&self, app: &App, chunks: &[ChunkId]) -> anyhow::Result<Vec<Vec<NodeId>>> {
+    /// Who holds each chunk of `span` of the file (online or not), in order. Chunks not looked
+    /// up in the last [`HOLDERS_TTL`] go to the database together with the rest of the file
+    /// that is not fresh either (see [`HOLDERS_LOOKUP_CHUNKS_MAX`]).
+    pub async fn holders(
+        &self,
+        app: &App,
+        manifest: &Manifest,
+        span: Range<usize>,
+    ) -> anyhow::Result<Vec<Vec<NodeId>>> {
         let now = Instant::now();
         let fresh = |at: &Instant| now.duration_since(*at) < HOLDERS_TTL;
-        let mut out: Vec<Option<Vec<NodeId>>> = {
-            let map = self.holders.lock().expect("holders lock");
-            chunks
-                .iter()
-                .map(|c| map.get(c).filter(|(at, _)| fresh(at)).map(|(_, h)| h.clone()))
-                .collect()
+        let n = manifest.n_chunks();
+        let window = if n <= HOLDERS_LOOKUP_CHUNKS_MAX {
+            0..n
+        } else {
+            span.start..n.min(span.end.max(span.start + HOLDERS_LOOKUP_CHUNKS_MAX))
         };
-        let missing: Vec<ChunkId> = chunks
-            .iter()
-            .zip(&out)
-            .filter(|(_, h)| h.is_none())
-            .map(|(c, _)| *c)
-            .collect();
-        if !missing.is_empty() {
-            let mut held = app.db.holdings_of_chunks(&missing).await?;
-            let mut map = self.holders.lock().expect("holders lock");
-            make_room(
-                &mut map,
-                HOLDERS_ENTRIES_MAX.saturating_sub(missing.len()),
-                |(at, _)| fresh(at),
-            );
-            for (c, slot) in chunks.iter().zip(out.iter_mut()) {
+        let (mut out, stale) = {
+            let map = self.holders.lock().expect("holders lock");
+            let cached = |c: &ChunkId| map.get(c).filter(|(at, _)| fresh(at)).map(|(_, h)| h.clone());
+            let out: Vec<Option<Vec<NodeId>>> = span.clone().map(|i| cached(&manifest.chunk(i))).collect();
+            let stale: Vec<ChunkId> = if out.iter().all(Option::is_some) {
+                Vec::new()
+            } else {
+                window
+                    .map(|i| manifest.chunk(i))
+                    .filter(|c| cached(c).is_none())
+                    .collect()
+            };
+            (out, stale)
+        };
+        if !stale.is_empty() {
+            let mut held = app.db.holdings_of_chunks(&stale).await?;
+            for (i, slot) in span.zip(out.iter_mut()) {
                 if slot.is_none() {
-                    let h = held.remove(c).unwrap_or_default();
-                    if map.len() < HOLDERS_ENTRIES_MAX {
-                        map.insert(*c, (now, h.clone()));
-                    }
-                    *slot = Some(h);
+                    *slot = Some(held.get(&manifest.chunk(i)).cloned().unwrap_or_default());
                 }
+            }
+            let mut map = self.holders.lock().expect("holders lock");
+            make_room(&mut map, HOLDERS_ENTRIES_MAX.saturating_sub(stale.len()), |(at, _)| {
+                fresh(at)
+            });
+            for c in &stale {
+                if map.len() >= HOLDERS_ENTRIES_MAX {
+                    break;
+                }
+                map.insert(*c, (now, held.remove(c).unwrap_or_default()));
             }
         }
         Ok(out.into_iter().map(Option::unwrap_or_default).collect())
