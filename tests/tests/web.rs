@@ -233,6 +233,17 @@ fn accounts_through_forms_with_safe_cookies_and_csrf_everywhere() {
         "the session's token is revoked"
     );
     assert_eq!(alice.get("/me").status, 303);
+    // Logging out again with the dead cookie (another tab, an old bookmark): it is forgotten,
+    // no token needed, and the browser lands on the login page, not an error.
+    let r = alice.request(
+        "POST",
+        "/logout",
+        &[("cookie", &format!("trove_session={session}"))],
+        b"",
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(r.header("location"), Some("/login"));
+    assert!(r.set_cookie("trove_session").is_some_and(|c| c.contains("Max-Age=0")));
 
     // Log in: the pre-session token again; a wrong password is the form with its error.
     let page = alice.get("/login?next=%2Fme");

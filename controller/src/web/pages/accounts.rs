@@ -205,11 +205,15 @@ async fn login(
     }
 }
 
-async fn logout(State(app): State<Arc<App>>, s: Session, body: Bytes) -> Result<Response, WebError> {
-    let form = Fields::parse(&body);
-    s.check_csrf(&app, form.get(super::super::CSRF_FIELD))?;
-    app.db.revoke_token_hash(&s.caller.token_hash).await?;
-    tracing::info!(user = %s.caller.name, "logged out of the dashboard");
+async fn logout(State(app): State<Arc<App>>, MaybeSession(s): MaybeSession, body: Bytes) -> Result<Response, WebError> {
+    // A session already gone (revoked elsewhere, expired) has nothing to revoke: forgetting
+    // the cookie is all there is to do, and needs no token.
+    if let Some(s) = s {
+        let form = Fields::parse(&body);
+        s.check_csrf(&app, form.get(super::super::CSRF_FIELD))?;
+        app.db.revoke_token_hash(&s.caller.token_hash).await?;
+        tracing::info!(user = %s.caller.name, "logged out of the dashboard");
+    }
     let mut res = Redirect::to("/login").into_response();
     res.headers_mut().append(header::SET_COOKIE, session_clear_cookie());
     Ok(res)

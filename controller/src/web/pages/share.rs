@@ -36,6 +36,14 @@ use crate::web::{Chrome, MaybeSession, Session, render};
 /// The largest file a browser may upload through the controller. Bigger files go with
 /// `trove share`, which sends chunks to the appliances itself.
 pub const UPLOAD_BYTES_MAX: u64 = 64 << 30;
+/// Uploads spooled at once: each holds disk space in `DATA/uploads` until its chunks are out.
+const UPLOADS_AT_ONCE: usize = 4;
+/// Space an upload must leave free on the controller's disk (the database lives there too).
+const SPOOL_RESERVE_BYTES: u64 = 1 << 30;
+/// How often, in bytes spooled, the free space is checked again.
+const SPOOL_CHECK_BYTES: u64 = 256 << 20;
+
+static UPLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(UPLOADS_AT_ONCE);
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new().route("/share", get(share_page)).route(
@@ -131,9 +139,20 @@ async fn upload(
     if declared.is_some_and(|n| n > UPLOAD_BYTES_MAX) {
         return too_large();
     }
+    if declared.is_some_and(|n| !room_for(&app.uploads_dir, n)) {
+        return no_room();
+    }
+    let Ok(_slot) = UPLOADS.try_acquire() else {
+        return json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("{UPLOADS_AT_ONCE} uploads are already under way; try again in a moment"),
+        );
+    };
     match upload_inner(&app, &s.caller, raw.as_deref().unwrap_or(""), body).await {
         Ok(u) => Json(u).into_response(),
         Err(UploadError::TooLarge) => too_large(),
+        Err(UploadError::NoRoom) => no_room(),
         Err(UploadError::Api(e)) => e.into_response(),
     }
 }
@@ -149,8 +168,35 @@ fn too_large() -> Response {
     )
 }
 
+/// Whether `dir`'s file system can take `bytes` more and keep [`SPOOL_RESERVE_BYTES`] free.
+/// Unknown free space (statvfs failed) counts as room: the write itself will say.
+fn room_for(dir: &std::path::Path, bytes: u64) -> bool {
+    free_bytes(dir).is_none_or(|free| free >= bytes.saturating_add(SPOOL_RESERVE_BYTES))
+}
+
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: zeroed is a valid statvfs (plain integers).
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
+fn no_room() -> Response {
+    json_error(
+        StatusCode::INSUFFICIENT_STORAGE,
+        "insufficient_storage",
+        "the controller has no room to take this upload now; use `trove share`, which sends chunks straight to the appliances",
+    )
+}
+
 enum UploadError {
     TooLarge,
+    NoRoom,
     Api(ApiError),
 }
 
@@ -196,6 +242,11 @@ async fn upload_inner(app: &App, caller: &Caller, raw: &str, mut body: Body) -> 
         size += data.len() as u64;
         if size > UPLOAD_BYTES_MAX {
             return Err(UploadError::TooLarge);
+        }
+        // Crossing a check mark: is there still room beside the database?
+        if size / SPOOL_CHECK_BYTES != (size - data.len() as u64) / SPOOL_CHECK_BYTES && !room_for(&app.uploads_dir, 0)
+        {
+            return Err(UploadError::NoRoom);
         }
         if head.len() < SNIFF_BYTES {
             let take = (SNIFF_BYTES - head.len()).min(data.len());
