@@ -22,6 +22,7 @@ extern crate alloc;
 pub mod api;
 pub mod blocks;
 pub mod control;
+pub mod dates;
 pub mod grant;
 pub mod hex;
 pub mod id;

@@ -36,6 +36,22 @@ pub fn parse_bytes(s: &str) -> Result<u64, SizeError> {
     }
 }
 
+/// A byte count for people: `0 B`, `999 B`, `1.5 KiB`, `3.2 GiB` (binary units).
+pub fn format_bytes(n: u64) -> alloc::string::String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        alloc::format!("{n} B")
+    } else {
+        alloc::format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +66,14 @@ mod tests {
         assert!(matches!(parse_bytes("12 parsecs"), Err(SizeError::Unit(_))));
         assert!(parse_bytes("").is_err());
         assert!(parse_bytes("99999999999999999999TiB").is_err());
+    }
+
+    #[test]
+    fn sizes_for_people() {
+        assert_eq!(format_bytes(0), "0 B");
+        assert_eq!(format_bytes(512), "512 B");
+        assert_eq!(format_bytes(1536), "1.5 KiB");
+        assert_eq!(format_bytes(3 << 29), "1.5 GiB");
+        assert_eq!(format_bytes(u64::MAX), "16384.0 PiB");
     }
 }

@@ -101,7 +101,7 @@ fn api_query(form: &Fields) -> Result<String, String> {
     }
     if let Some(v) = form.get("since").map(str::trim).filter(|v| !v.is_empty()) {
         let secs = match v.parse::<u64>() {
-            Ok(n) => n as i64,
+            Ok(n) => i64::try_from(n).map_err(|_| format!("since: {v} is too far in the future"))?,
             Err(_) => parse_date(v).ok_or_else(|| format!("since: {v:?} is not a date like 2024-12-31"))?,
         };
         out.append_pair("since", &secs.to_string());
