@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use trove_common::FileId;
-use trove_common::api::{EventRequest, KINDS, MeView, Recommendation, SearchHit, SearchResults};
+use trove_common::api::{EventRequest, KINDS, MeView, Recommendation, SearchHit, SearchResults, TAGS_MAX};
 
 use crate::api::{ApiError, Caller};
 use crate::app::{App, now_s};
@@ -55,7 +55,16 @@ fn parse_search(raw: Option<&str>) -> Result<(SearchQuery, u32, u32), ApiError> 
                 }
                 q.kind = Some(kind);
             }
-            "tag" if !value.is_empty() => q.tags.push(trove_common::api::normalize_tag(value)),
+            "tag" if !value.is_empty() => {
+                let tag = trove_common::api::normalize_tag(value);
+                if !q.tags.contains(&tag) {
+                    // Each tag is one more lookup in the query: as many as a share may carry.
+                    if q.tags.len() == TAGS_MAX {
+                        return Err(bad(format!("a search may name at most {TAGS_MAX} tags")));
+                    }
+                    q.tags.push(tag);
+                }
+            }
             "owner" if !value.is_empty() => q.owner = Some(value.trim().to_owned()),
             "min_size" if !value.is_empty() => q.min_size = Some(number("min_size", value)?),
             "max_size" if !value.is_empty() => q.max_size = Some(number("max_size", value)?),
@@ -407,6 +416,12 @@ mod tests {
         assert_eq!(q.kind.as_deref(), Some("video"));
         assert_eq!((page, per, q.offset, q.limit), (2, 5, 5, 5));
         assert!(parse_search(Some("kind=movie")).is_err());
+        // Tags are capped (each is a lookup), repeats are one tag.
+        let many = |n: usize| (0..n).map(|i| format!("tag=t{i}")).collect::<Vec<_>>().join("&");
+        assert_eq!(parse_search(Some(&many(TAGS_MAX))).unwrap().0.tags.len(), TAGS_MAX);
+        assert!(parse_search(Some(&many(TAGS_MAX + 1))).is_err());
+        let (q, ..) = parse_search(Some(&"tag=Same&".repeat(1000))).unwrap();
+        assert_eq!(q.tags, ["same"]);
         assert!(parse_search(Some("min_size=-1")).is_err());
         assert!(parse_search(Some("per_page=100000000000000000000000")).is_err());
         let (q, ..) = parse_search(Some("q=%27%3B+DROP+TABLE+users%3B+--")).unwrap();
