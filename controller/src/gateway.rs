@@ -42,7 +42,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use trove_common::{ChunkId, FileId, Manifest, NodeId};
 
-use crate::api::{ApiError, Caller, parse_file_id};
+use crate::api::{ApiError, parse_file_id};
 use crate::app::{App, now_s};
 use fetch::{FetchError, Fetcher, Holder};
 use range::Wanted;
@@ -99,22 +99,60 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The token of a request, read where the API's `Caller` extractor reads it: a bearer token,
+/// else (GET and HEAD only) the session cookie.
+fn token_of<'h>(method: &Method, headers: &'h HeaderMap) -> Option<&'h str> {
+    header_str(headers, header::AUTHORIZATION)
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .or_else(|| {
+            let safe = method == Method::GET || method == Method::HEAD;
+            safe.then(|| crate::web::session_cookie(headers)).flatten()
+        })
+}
+
+/// Who may see what, as the `Caller` extractor and the file routes decide it (same
+/// answers, same counters), except that a (token, file) answer is reused for at most
+/// [`meta::VISIBLE_TTL`] (see [`meta`]): a repeated request costs no database round trip.
+async fn visible_to(app: &App, method: &Method, headers: &HeaderMap, id: &str) -> Result<Arc<meta::Visible>, ApiError> {
+    app.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
+    let Some(token) = token_of(method, headers) else {
+        app.metrics.http_unauthorized.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::NoToken);
+    };
+    // A cache key only, never stored anywhere else.
+    let key = blake3::derive_key("trove/v1 gateway visibility cache key", token.as_bytes());
+    let parsed = parse_file_id(id);
+    if let Ok(file) = parsed
+        && let Some(v) = gateway().meta.fresh(key, file)
+    {
+        return Ok(v);
+    }
+    let Some(owner) = app.db.user_of_token(token, now_s()).await? else {
+        app.metrics.http_unauthorized.fetch_add(1, Ordering::Relaxed);
+        tracing::info!("API request with an unknown token refused");
+        return Err(ApiError::BadToken);
+    };
+    let file = parsed?;
+    gateway()
+        .meta
+        .visible(app, key, owner.user_id, &owner.name, file)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no file {file}")))
+}
+
 async fn content(
     State(app): State<Arc<App>>,
     method: Method,
-    caller: Caller,
     Path(id): Path<String>,
     Query(q): Query<ContentQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     app.metrics.gateway_requests.fetch_add(1, Ordering::Relaxed);
     let download = q.download.as_deref().is_some_and(|d| d == "1" || d == "true");
-    let id = parse_file_id(&id)?;
-    let file = gateway()
-        .meta
-        .visible(&app, caller.token_hash, caller.user_id, &caller.name, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no file {id}")))?;
+    let file = visible_to(&app, &method, &headers, &id).await?;
+    let id = file.manifest.file_id();
     let len = file.manifest.size();
     let etag = range::etag(&id.to_string());
 
@@ -166,11 +204,11 @@ async fn content(
         return Ok((status, common).into_response());
     }
 
-    let on_complete = (download && start == 0 && end == len).then_some((caller.user_id, id));
+    let on_complete = (download && start == 0 && end == len).then_some((file.user_id, id));
     let transfer = Transfer::new(app.clone(), file.manifest.clone(), start, end, on_complete).await?;
     // Only a stream that can start counts as a view.
     if start == 0 && !download {
-        record_view(&app, caller.user_id, id);
+        record_view(&app, file.user_id, id);
     }
     let body = Body::from_stream(futures_util::stream::unfold(transfer, |mut t| async move {
         t.next().await.map(|item| (item, t))

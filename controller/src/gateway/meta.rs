@@ -2,13 +2,14 @@
 //!
 //! Three things are cached, each with the rule that makes caching it correct:
 //!
-//! - **What a token may see** ([`Meta::visible`]): the (token, file) pair's answer from the
-//!   visibility rule (the file's manifest, name and kind) is kept for at most
-//!   [`VISIBLE_TTL`]. This is the security rule, so the window is short and the key is the
-//!   token itself (its hash), not the user: a revoked or logged-out token is refused at once
-//!   by the `Caller` extractor, which checks the token on every request; only a share turned
-//!   private, or deleted, can take up to [`VISIBLE_TTL`] to stop streaming to someone who
-//!   could see it a moment ago. A refusal is never cached (a new share shows at once).
+//! - **What a token may see** ([`Meta::visible`], [`Meta::fresh`]): the (token, file) pair's
+//!   answer — whose token it is, and the file as the visibility rule lets that user see it
+//!   (manifest, name, kind) — is kept for at most [`VISIBLE_TTL`]. This is the security
+//!   rule, so the window is short and the key is the token itself (a hash of it), never the
+//!   user alone: a token revoked or logged out, a user disabled, a share turned private or
+//!   deleted can each take up to [`VISIBLE_TTL`] to stop a stream that was allowed a moment
+//!   before; nothing else changes. A refusal (unknown token, invisible file) is never
+//!   cached, so a new share or a new login works at once.
 //! - **Which nodes are online, and where** ([`Meta::online`]): for [`NODES_TTL`].
 //! - **Who holds a file's chunks** ([`Meta::holders`]): per chunk, for [`HOLDERS_TTL`],
 //!   looked up a whole file at a time (up to [`HOLDERS_LOOKUP_CHUNKS_MAX`] chunks), so a
@@ -51,6 +52,8 @@ const _: () = assert!(VISIBLE_TTL.as_millis() <= 1000, "the visibility window mu
 
 /// A file as one token may see it.
 pub struct Visible {
+    /// The user the token belongs to.
+    pub user_id: i64,
     pub manifest: Arc<Manifest>,
     pub name: String,
     /// The kind of the caller's own share if any, else of the first visible one.
@@ -76,22 +79,26 @@ impl Meta {
         }
     }
 
-    /// `file` as the caller with this token (and user) may see it; `None` if they may not.
+    /// The answer for (`token_key`, `file`) if one was looked up less than [`VISIBLE_TTL`] ago.
+    pub fn fresh(&self, token_key: [u8; 32], file: FileId) -> Option<Arc<Visible>> {
+        let now = Instant::now();
+        let map = self.visible.lock().expect("visible lock");
+        let (at, v) = map.get(&(token_key, file))?;
+        (now.duration_since(*at) < VISIBLE_TTL).then(|| v.clone())
+    }
+
+    /// `file` as user `user_id`, who holds the token behind `token_key`, may see it (`None`
+    /// if they may not), from the database; a positive answer is kept for [`Meta::fresh`].
     pub async fn visible(
         &self,
         app: &App,
-        token_hash: [u8; 32],
+        token_key: [u8; 32],
         user_id: i64,
         user_name: &str,
         file: FileId,
     ) -> anyhow::Result<Option<Arc<Visible>>> {
         let now = Instant::now();
-        let key = (token_hash, file);
-        if let Some((at, v)) = self.visible.lock().expect("visible lock").get(&key)
-            && now.duration_since(*at) < VISIBLE_TTL
-        {
-            return Ok(Some(v.clone()));
-        }
+        let key = (token_key, file);
         let (row, shares) = tokio::try_join!(app.db.visible_file(&file, user_id), app.db.shares_of(&file, user_id))?;
         let Some(row) = row else { return Ok(None) };
         let kind = shares
@@ -101,6 +108,7 @@ impl Meta {
             .map_or("other", |s| s.kind.as_str())
             .to_owned();
         let v = Arc::new(Visible {
+            user_id,
             manifest: Arc::new(row.manifest),
             name: row.name,
             kind,
