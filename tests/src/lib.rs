@@ -983,94 +983,19 @@ pub fn http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) ->
 
 /// Like [`http`], but a connection failure is an `Err` (for polling readiness).
 pub fn try_http(method: &str, url: &str, token: Option<&str>, body: Option<&str>) -> std::io::Result<HttpAnswer> {
-    use std::io::{BufRead, BufReader};
-    let rest = url
-        .strip_prefix("http://")
-        .unwrap_or_else(|| panic!("{url:?} is not an http:// URL"));
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)?
-        .next()
-        .ok_or_else(|| std::io::Error::other(format!("{host} resolves to nothing")))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
-    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
-    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: application/json\r\n");
-    if let Some(t) = token {
-        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-    }
     let body = body.unwrap_or("");
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("Accept", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
     if !body.is_empty() || method == "POST" || method == "PUT" {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
+        headers.push(("Content-Type", "application/json"));
     }
-    req.push_str("\r\n");
-    req.push_str(body);
-    stream.write_all(req.as_bytes())?;
-    let mut r = BufReader::new(stream);
-    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
-    let mut line = String::new();
-    r.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad(&format!("bad status line {line:?}")))?;
-    let (mut chunked, mut length) = (false, None);
-    loop {
-        line.clear();
-        if r.read_line(&mut line)? == 0 {
-            return Err(bad("headers cut short"));
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if let Some((k, v)) = l.split_once(':') {
-            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
-            if k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked") {
-                chunked = true;
-            } else if k == "content-length" {
-                length = v.parse::<usize>().ok();
-            }
-        }
-    }
-    let mut bytes = Vec::new();
-    if chunked {
-        loop {
-            line.clear();
-            r.read_line(&mut line)?;
-            let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
-                .map_err(|_| bad(&format!("bad chunk size {line:?}")))?;
-            if size == 0 {
-                break;
-            }
-            if bytes.len() + size > HTTP_ANSWER_BYTES_MAX {
-                return Err(bad("answer too large"));
-            }
-            let start = bytes.len();
-            bytes.resize(start + size, 0);
-            r.read_exact(&mut bytes[start..])?;
-            line.clear();
-            r.read_line(&mut line)?;
-        }
-    } else if let Some(n) = length {
-        if n > HTTP_ANSWER_BYTES_MAX {
-            return Err(bad("answer too large"));
-        }
-        bytes.resize(n, 0);
-        r.read_exact(&mut bytes)?;
-    } else {
-        r.take(HTTP_ANSWER_BYTES_MAX as u64).read_to_end(&mut bytes)?;
-    }
+    let answer = web_request(url, method, "", &headers, body.as_bytes())?;
     Ok(HttpAnswer {
-        status,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
+        status: answer.status,
+        body: String::from_utf8_lossy(&answer.body).into_owned(),
     })
 }
 
@@ -1885,6 +1810,31 @@ impl Stack {
             }
             std::thread::sleep(POLL_STEP * 5);
         }
+    }
+
+    /// `trove share PATH ARGS... --wait --json --no-progress` as the holder of `token` (with
+    /// its own config directory `config`); the shared file's ID.
+    pub fn share_as(&self, token: &str, config: &Path, path: &Path, args: &[&str]) -> String {
+        let mut cmd = trove_command(["share".as_ref(), path.as_os_str()]);
+        cmd.args(args)
+            .args(["--wait", "--json", "--no-progress"])
+            .env("TROVE_CONTROLLER", self.controller.url())
+            .env("TROVE_TOKEN", token)
+            .env("XDG_CONFIG_HOME", config);
+        let out = cmd.output().expect("running trove share");
+        assert!(
+            out.status.success(),
+            "trove share failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.logs()
+        );
+        let stdout = String::from_utf8(out.stdout).expect("UTF-8");
+        let line = stdout
+            .lines()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .expect("share --json prints JSON");
+        json_str(line, "file_id").expect("file_id in the share report")
     }
 
     /// Everything logged, for a failure message.

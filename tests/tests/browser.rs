@@ -133,35 +133,17 @@ fn cli_share(s: &Stack, user: &ApiUser, path: &Path, share: &Share<'_>) -> Strin
         tags,
         private,
     } = *share;
-    let mut cmd = trove_command(["share".as_ref(), path.as_os_str()]);
-    cmd.args(["--title", title]);
+    let mut args = vec!["--title", title];
     if !description.is_empty() {
-        cmd.args(["--description", description]);
+        args.extend(["--description", description]);
     }
     for t in tags {
-        cmd.args(["--tag", t]);
+        args.extend(["--tag", t]);
     }
     if private {
-        cmd.arg("--private");
+        args.push("--private");
     }
-    cmd.args(["--wait", "--json", "--no-progress"])
-        .env("TROVE_CONTROLLER", s.controller.url())
-        .env("TROVE_TOKEN", &user.token)
-        .env("XDG_CONFIG_HOME", user.config.path());
-    let out = cmd.output().expect("running trove share");
-    assert!(
-        out.status.success(),
-        "trove share failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        s.logs()
-    );
-    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .expect("share --json prints JSON");
-    json_str(line, "file_id").expect("file_id in the share report")
+    s.share_as(&user.token, user.config.path(), path, &args)
 }
 
 /// The value of the unlabelled counter `name` on the controller's `/metrics`.
