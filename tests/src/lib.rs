@@ -2149,3 +2149,33 @@ pub fn html_input_value(html: &str, name: &str) -> Option<String> {
         .or_else(|| tag.find("content=\"").map(|i| i + 9))?;
     Some(tag[v..].split('"').next()?.to_owned())
 }
+
+/// Publishes every message at QoS 1 (retained or not) and waits up to `within` until the
+/// broker has acknowledged them all: what the forged-message tests send really arrived.
+pub async fn publish_all(
+    client: &rumqttc::AsyncClient,
+    events: &mut rumqttc::EventLoop,
+    msgs: &[(String, Vec<u8>)],
+    retain: bool,
+    within: Duration,
+) {
+    use rumqttc::{Event, Packet, QoS};
+    for (topic, payload) in msgs {
+        client
+            .publish(topic.clone(), QoS::AtLeastOnce, retain, payload.clone())
+            .await
+            .expect("queueing a publish");
+    }
+    let mut acked = 0;
+    tokio::time::timeout(within, async {
+        while acked < msgs.len() {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
+                Ok(_) => {}
+                Err(e) => panic!("MQTT connection failed while publishing: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("the broker acknowledges the publishes");
+}

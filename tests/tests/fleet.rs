@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet};
 use serde::Deserialize;
 use trove_common::api::{ApiErrorBody, FileStatus, NodeView, ShareRequest, ShareResponse};
 use trove_common::control::{self, Have, JoinToken, NodeInfo, NodeSecret, NodeState};
@@ -587,28 +587,6 @@ async fn mqtt_connect(
     connected.map(|()| (client, events))
 }
 
-/// Publishes every message at QoS 1 and waits until the broker has acknowledged them all.
-async fn publish_all(client: &AsyncClient, events: &mut EventLoop, msgs: &[(String, Vec<u8>)]) {
-    for (topic, payload) in msgs {
-        client
-            .publish(topic.clone(), QoS::AtLeastOnce, true, payload.clone())
-            .await
-            .expect("queueing a publish");
-    }
-    let mut acked = 0;
-    tokio::time::timeout(INGEST_DEADLINE, async {
-        while acked < msgs.len() {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
-                Ok(_) => {}
-                Err(e) => panic!("MQTT connection failed while publishing: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("the broker acknowledges the publishes");
-}
-
 /// The fleet's facts that no forged or malformed input may change.
 fn fleet_facts(c: &Controller) -> BTreeMap<String, (String, Option<String>, i64)> {
     cli_nodes(c)
@@ -761,16 +739,16 @@ fn bad_input(kind: StackKind) {
                 )
                 .await
                 .expect("the node's own credentials log in");
-                publish_all(&client, &mut events, &forged).await;
-                publish_all(&client, &mut events, &malformed).await;
+                publish_all(&client, &mut events, &forged, true, INGEST_DEADLINE).await;
+                publish_all(&client, &mut events, &malformed, true, INGEST_DEADLINE).await;
             }
             StackKind::MosquittoPostgres => {
                 // Anonymous Mosquitto lets anyone publish anywhere: the MAC is the wall.
                 let (client, mut events) = mqtt_connect(broker, "intruder-anon", None)
                     .await
                     .expect("anonymous login on the test Mosquitto");
-                publish_all(&client, &mut events, &forged).await;
-                publish_all(&client, &mut events, &malformed).await;
+                publish_all(&client, &mut events, &forged, true, INGEST_DEADLINE).await;
+                publish_all(&client, &mut events, &malformed, true, INGEST_DEADLINE).await;
             }
         }
     });

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet};
 use trove_common::api::{EdgeKind, FleetLive, LoginResponse, NodeView};
 use trove_common::control::{self, JoinToken, Link, NodeSecret, PeerTraffic, Transfers};
 use trove_tests::*;
@@ -169,24 +169,7 @@ async fn mqtt_publish(broker: SocketAddr, login: (String, String), msgs: &[(Stri
     })
     .await
     .expect("the broker answers");
-    for (topic, payload) in msgs {
-        client
-            .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
-            .await
-            .expect("queueing a publish");
-    }
-    let mut acked = 0;
-    tokio::time::timeout(INGEST_DEADLINE, async {
-        while acked < msgs.len() {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => acked += 1,
-                Ok(_) => {}
-                Err(e) => panic!("MQTT connection failed while publishing: {e}"),
-            }
-        }
-    })
-    .await
-    .expect("the broker acknowledges the publishes");
+    publish_all(&client, &mut events, msgs, false, INGEST_DEADLINE).await;
 }
 
 fn report(client: &str) -> Transfers {
