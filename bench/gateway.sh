@@ -4,7 +4,10 @@
 # from disk, in one run on this machine.
 #
 # (a) time to first byte of a 64 KiB Range request in the middle of the file, on chunks the
-#     gateway has not cached yet (each run asks a different chunk), median of RUNS;
+#     gateway has not cached yet (each run asks a different chunk), median of RUNS: as curl
+#     sees it (`%{time_starttransfer}`: the status line and headers, which hyper sends before
+#     the body is ready), and to the first byte of the body itself (a small Python client on
+#     other cold chunks: what a player waits for, and where the gateway's verification is);
 # (b) sustained throughput of a whole-file GET, median of 3.
 # Both are measured with curl (`%{time_starttransfer}`, `%{speed_download}`); the page cache
 # is warm for both servers. Everything listens on 127.0.0.1 only.
@@ -17,7 +20,7 @@ RUNS=${2:-9}
 for tool in nginx curl bc python3; do
   command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install nginx-light curl bc python3)" >&2; exit 1; }
 done
-[ "$SIZE_MIB" -ge $((RUNS + 2)) ] || { echo "bench: SIZE_MIB must exceed RUNS + 1 (one cold chunk per run)" >&2; exit 1; }
+[ "$SIZE_MIB" -ge $((2 * RUNS + 4)) ] || { echo "bench: SIZE_MIB must exceed 2 RUNS + 3 (two cold chunks per run)" >&2; exit 1; }
 
 cargo build --release --bins -q
 BIN=$PWD/target/release
@@ -104,6 +107,45 @@ done
 TTFB_GW=$(printf '%s\n' $TG | median)
 TTFB_NG=$(printf '%s\n' $TN | median)
 
+# Seconds from connecting to the first byte of the body of a GET of URL with Range RANGE.
+first_body_byte() {
+  python3 - "$1" "$2" "${3:-}" <<'PY'
+import socket, sys, time, urllib.parse
+url, rng, token = sys.argv[1], sys.argv[2], sys.argv[3]
+u = urllib.parse.urlsplit(url)
+auth = f"Authorization: Bearer {token}\r\n" if token else ""
+req = f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nRange: bytes={rng}\r\n{auth}Connection: close\r\n\r\n".encode()
+t0 = time.perf_counter()
+s = socket.create_connection((u.hostname, u.port))
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+s.sendall(req)
+buf = b""
+while b"\r\n\r\n" not in buf:
+    got = s.recv(65536)
+    if not got:
+        sys.exit("closed before the headers ended")
+    buf += got
+head, _, body = buf.partition(b"\r\n\r\n")
+if not head.startswith(b"HTTP/1.1 206"):
+    sys.exit(f"not a 206: {head[:40]!r}")
+while not body:
+    body = s.recv(65536)
+    if not body:
+        sys.exit("closed before the body")
+print(time.perf_counter() - t0)
+PY
+}
+BG=""; BN=""
+for i in $(seq "$RUNS"); do
+  # Chunks past those of the loop above: cold too.
+  start=$(( (SIZE_MIB / 2 + RUNS + 1 + i - RUNS / 2) * 1048576 + 12345 ))
+  r="$start-$((start + 65535))"
+  BG+="$(first_body_byte "$GW" "$r" "$TOKEN") "
+  BN+="$(first_body_byte "$NGINX" "$r") "
+done
+BODY_GW=$(printf '%s\n' $BG | median)
+BODY_NG=$(printf '%s\n' $BN | median)
+
 echo "== (b) whole-file GET throughput, 3 runs"
 SG=""; SN=""
 for _ in 1 2 3; do
@@ -117,8 +159,11 @@ FETCHED=$(curl -sf "$CTL/metrics" | awk '$1 == "trove_gateway_chunks_fetched_tot
 printf '\n%-44s %14s %14s\n' "" "gateway" "nginx"
 printf '%-44s %14.2f %14.2f\n' "TTFB, 64 KiB mid-file range, cold (ms, median)" \
   "$(echo "$TTFB_GW * 1000" | bc -l)" "$(echo "$TTFB_NG * 1000" | bc -l)"
+printf '%-44s %14.2f %14.2f\n' "first body byte, same, other cold chunks (ms)" \
+  "$(echo "$BODY_GW * 1000" | bc -l)" "$(echo "$BODY_NG * 1000" | bc -l)"
 printf '%-44s %14.0f %14.0f\n' "whole ${SIZE_MIB} MiB GET (MB/s, median)" \
   "$(echo "$SPEED_GW / 1000000" | bc -l)" "$(echo "$SPEED_NG / 1000000" | bc -l)"
 printf '\nTTFB ratio gateway/nginx       = %.2f   (goal: <= 2)\n' "$(echo "$TTFB_GW / $TTFB_NG" | bc -l)"
+printf 'first-body-byte ratio          = %.2f\n' "$(echo "$BODY_GW / $BODY_NG" | bc -l)"
 printf 'throughput ratio gateway/nginx = %.2f   (goal: >= 0.8)\n' "$(echo "$SPEED_GW / $SPEED_NG" | bc -l)"
 echo "chunks the gateway fetched from appliances: $FETCHED"

@@ -205,7 +205,9 @@ async fn content(
     }
 
     let on_complete = (download && start == 0 && end == len).then_some((file.user_id, id));
-    let transfer = Transfer::new(app.clone(), file.manifest.clone(), start, end, on_complete).await?;
+    let mut transfer = Transfer::new(app.clone(), file.manifest.clone(), start, end, on_complete).await?;
+    // Start fetching now, so the first chunk is on its way while the headers go out.
+    transfer.read_ahead();
     // Only a stream that can start counts as a view.
     if start == 0 && !download {
         record_view(&app, file.user_id, id);

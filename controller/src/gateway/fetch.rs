@@ -281,6 +281,10 @@ impl Fetcher {
                 last = Some(piece);
             } else if out.send(Ok(piece)).await.is_ok() {
                 *sent = b;
+                // Let the response take the piece now: a woken task waits in this worker's
+                // LIFO slot until this one yields, and with the reply already buffered the
+                // loop would not yield before the chunk's end.
+                tokio::task::yield_now().await;
             } else {
                 return Ok(()); // Abandoned; the connection is mid-reply, so it is dropped.
             }
