@@ -353,14 +353,14 @@ impl Transfer {
                 let want = (self.start.max(offset) - offset) as u32
                     ..(self.end.min(offset + u64::from(chunk.len())) - offset) as u32;
                 let (tx, rx) = mpsc::channel(PIECES_QUEUED_MAX);
-                let task = tokio::spawn(async move {
+                tokio::spawn(async move {
                     let _in_flight = in_flight;
                     gateway()
                         .fetcher
                         .chunk_part(&app.metrics, chunk, &holders[k], want, &tx)
                         .await
                 });
-                self.pending.push_back(Pending::Parts { rx, task });
+                self.pending.push_back(Pending::Parts { rx });
                 self.first_piece_due = true;
             } else {
                 self.pending.push_back(Pending::Whole(tokio::spawn(async move {
@@ -445,17 +445,19 @@ enum Pending {
     Whole(JoinHandle<Result<Bytes, FetchError>>),
     /// Verified pieces of the part the transfer needs, in order, from the block path; the
     /// channel closes after the last.
+    /// Its task is not kept: it ends by itself once its chunk is complete.
     Parts {
         rx: mpsc::Receiver<Result<Bytes, FetchError>>,
-        task: JoinHandle<()>,
     },
 }
 
 impl Pending {
+    /// Stops a whole-chunk fetch; a block-path fetch finishes its chunk (see
+    /// [`fetch::Fetcher::chunk_part`]: bounded, and it keeps its connection usable).
     fn abort(&self) {
         match self {
             Pending::Whole(h) => h.abort(),
-            Pending::Parts { task, .. } => task.abort(),
+            Pending::Parts { .. } => {}
         }
     }
 }

@@ -252,8 +252,9 @@ impl Fetcher {
 
     /// The block path from one holder: hands on verified pieces of `*sent..end` (moving
     /// `sent` past each), keeps the last one until the rest of the chunk (blocks after it,
-    /// then those before the first asked) is verified and cached. `Ok` also when `out`
-    /// closed (nobody wants the rest).
+    /// then those before the first asked) is verified and cached. When `out` closes (the
+    /// browser went away) the chunk is still completed, at most one chunk of work: it is
+    /// cached for the next request and the connection goes back to the pool in step.
     async fn blocks_from(
         &self,
         metrics: &Metrics,
@@ -268,12 +269,13 @@ impl Fetcher {
         let mut whole = vec![0u8; chunk.len() as usize];
         let mut block = Vec::with_capacity(BLOCK_BYTES as usize);
         let mut last = None;
+        let mut wanted = true;
         for i in from..v.n_blocks() {
             with_timeout(c.read_block(&v, i, &mut block)).await?;
             let r = v.block_range(i);
             whole[r.start as usize..r.end as usize].copy_from_slice(&block);
             let (a, b) = (r.start.max(*sent), r.end.min(end));
-            if a >= b {
+            if a >= b || !wanted {
                 continue;
             }
             let piece = Bytes::copy_from_slice(&block[(a - r.start) as usize..(b - r.start) as usize]);
@@ -286,7 +288,7 @@ impl Fetcher {
                 // loop would not yield before the chunk's end.
                 tokio::task::yield_now().await;
             } else {
-                return Ok(()); // Abandoned; the connection is mid-reply, so it is dropped.
+                wanted = false;
             }
         }
         if from > 0 {
@@ -296,7 +298,7 @@ impl Fetcher {
         self.put_back(h.node, c);
         metrics.gateway_chunks_fetched.fetch_add(1, Ordering::Relaxed);
         self.cache.lock().expect("cache lock").insert(chunk, Bytes::from(whole));
-        if let Some(piece) = last
+        if let Some(piece) = last.filter(|_| wanted)
             && out.send(Ok(piece)).await.is_ok()
         {
             *sent = end;
