@@ -204,12 +204,18 @@ async fn content(
         return Ok((status, common).into_response());
     }
 
-    let on_complete = (download && start == 0 && end == len).then_some((file.user_id, id));
+    // History feeds recommendations, so another site must not be able to write it by
+    // linking a logged-in browser here (the session cookie is SameSite=Lax, so it rides on
+    // top-level navigations). Browsers say where a request came from; curl and the CLI
+    // send no `Sec-Fetch-Site` and use a bearer token anyway.
+    let counts = header_str(&headers, header::HeaderName::from_static("sec-fetch-site"))
+        .is_none_or(|site| site == "same-origin" || site == "none");
+    let on_complete = (counts && download && start == 0 && end == len).then_some((file.user_id, id));
     let mut transfer = Transfer::new(app.clone(), file.manifest.clone(), start, end, on_complete).await?;
     // Start fetching now, so the first chunk is on its way while the headers go out.
     transfer.read_ahead();
     // Only a stream that can start counts as a view.
-    if start == 0 && !download {
+    if counts && start == 0 && !download {
         record_view(&app, file.user_id, id);
     }
     let body = Body::from_stream(futures_util::stream::unfold(transfer, |mut t| async move {

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use serde::Deserialize;
 use trove_common::api::{LoginResponse, MeView};
 use trove_tests::*;
 
@@ -59,36 +58,14 @@ fn signup(s: &Stack, name: &str) -> User {
     }
 }
 
-#[derive(Deserialize)]
-struct ShareReport {
-    file_id: String,
-}
-
 /// Shares `path` as `user` and waits (`--wait`) until every chunk has its copies; returns
 /// the FileId.
 fn share(s: &Stack, user: &User, path: &Path, kind: &str, private: bool) -> String {
-    let mut cmd = trove_command(["share".as_ref(), path.as_os_str()]);
-    cmd.args(["--kind", kind, "--wait", "--json", "--no-progress"]);
+    let mut args = vec!["--kind", kind];
     if private {
-        cmd.arg("--private");
+        args.push("--private");
     }
-    cmd.env("TROVE_CONTROLLER", s.controller.url())
-        .env("TROVE_TOKEN", &user.token)
-        .env("XDG_CONFIG_HOME", user.config.path());
-    let out = cmd.output().expect("running trove share");
-    assert!(
-        out.status.success(),
-        "trove share failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        s.logs()
-    );
-    let stdout = String::from_utf8(out.stdout).expect("UTF-8");
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| l.starts_with('{'))
-        .expect("share --json prints JSON");
-    serde_json::from_str::<ShareReport>(line).expect("share report").file_id
+    s.share_as(&user.token, user.config.path(), path, &args)
 }
 
 /// What curl got: status, headers (names lowercased), body.
@@ -406,6 +383,35 @@ fn privacy_auth_and_history() {
     assert_eq!(events(&s, &bob, &pub_id, "download"), 1);
     assert_eq!(events(&s, &bob, &pub_id, "view"), 1);
     assert_eq!(events(&s, &alice, &pub_id, "view"), 0);
+
+    // A foreign page that links a logged-in browser here gets the bytes but writes no
+    // history (browsers say `Sec-Fetch-Site: cross-site`); the same from the dashboard does.
+    let carol = signup(&s, "carol");
+    let foreign = ["-H", "Sec-Fetch-Site: cross-site"];
+    assert!(curl(&s, Some(&carol.token), &pub_id, "", &foreign).body == pub_bytes);
+    assert!(curl(&s, Some(&carol.token), &pub_id, "?download=1", &foreign).body == pub_bytes);
+    curl(
+        &s,
+        Some(&carol.token),
+        &pub_id,
+        "?download=1",
+        &["-H", "Sec-Fetch-Site: same-origin"],
+    );
+    let deadline = Deadline::after(Duration::from_secs(10));
+    while events(&s, &carol, &pub_id, "download") == 0 {
+        deadline.check("carol's own download to be recorded");
+        std::thread::sleep(POLL_STEP);
+    }
+    assert_eq!(
+        events(&s, &carol, &pub_id, "download"),
+        1,
+        "the cross-site download is not history"
+    );
+    assert_eq!(
+        events(&s, &carol, &pub_id, "view"),
+        0,
+        "the cross-site play is not history"
+    );
 }
 
 /// An appliance killed while the gateway streams a file from it: the rest of the file comes
