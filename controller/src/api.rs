@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -123,39 +123,54 @@ pub struct Caller {
     pub token_hash: [u8; 32],
 }
 
+impl From<crate::db::TokenOwner> for Caller {
+    fn from(o: crate::db::TokenOwner) -> Caller {
+        Caller {
+            user_id: o.user_id,
+            name: o.name,
+            is_admin: o.is_admin,
+            token_hash: o.token_hash,
+        }
+    }
+}
+
+/// The token a request carries: a bearer token, else (GET and HEAD only) the dashboard's
+/// session cookie. The gateway reads it here too, so both always agree.
+pub fn request_token<'h>(method: &Method, headers: &'h HeaderMap) -> Option<&'h str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .or_else(|| {
+            let safe = method == Method::GET || method == Method::HEAD;
+            safe.then(|| crate::web::session_cookie(headers)).flatten()
+        })
+}
+
+/// Who holds `token` (counted and refused like every API request).
+pub async fn caller_of_token(app: &App, token: Option<&str>) -> Result<Caller, ApiError> {
+    app.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
+    let Some(token) = token else {
+        app.metrics.http_unauthorized.fetch_add(1, Ordering::Relaxed);
+        return Err(ApiError::NoToken);
+    };
+    match app.db.user_of_token(token, now_s()).await? {
+        Some(o) => Ok(o.into()),
+        None => {
+            app.metrics.http_unauthorized.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("API request with an unknown token refused");
+            Err(ApiError::BadToken)
+        }
+    }
+}
+
 impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
-        app.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .or_else(|| {
-                let safe = parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD;
-                safe.then(|| crate::web::session_cookie(&parts.headers)).flatten()
-            });
-        let Some(token) = token else {
-            app.metrics.http_unauthorized.fetch_add(1, Ordering::Relaxed);
-            return Err(ApiError::NoToken);
-        };
-        match app.db.user_of_token(token, now_s()).await? {
-            Some(o) => Ok(Caller {
-                user_id: o.user_id,
-                name: o.name,
-                is_admin: o.is_admin,
-                token_hash: o.token_hash,
-            }),
-            None => {
-                app.metrics.http_unauthorized.fetch_add(1, Ordering::Relaxed);
-                tracing::info!("API request with an unknown token refused");
-                Err(ApiError::BadToken)
-            }
-        }
+        caller_of_token(app, request_token(&parts.method, &parts.headers)).await
     }
 }
 

@@ -80,9 +80,7 @@ fn gateway() -> &'static Gateway {
 /// What the gateway is fetching from appliances now, for the fleet page: per appliance, the
 /// bytes it delivered to the gateway in the last whole second plus the bytes asked of it and
 /// not yet received. Appliances with nothing moving are left out; sorted by node ID.
-// The fleet page's live picture calls this (being built alongside).
-#[allow(dead_code)]
-pub fn active_transfers(_app: &App) -> Vec<(NodeId, u64)> {
+pub fn active_transfers() -> Vec<(NodeId, u64)> {
     gateway().fetcher.live()
 }
 
@@ -99,45 +97,25 @@ fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The token of a request, read where the API's `Caller` extractor reads it: a bearer token,
-/// else (GET and HEAD only) the session cookie.
-fn token_of<'h>(method: &Method, headers: &'h HeaderMap) -> Option<&'h str> {
-    header_str(headers, header::AUTHORIZATION)
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .or_else(|| {
-            let safe = method == Method::GET || method == Method::HEAD;
-            safe.then(|| crate::web::session_cookie(headers)).flatten()
-        })
-}
-
 /// Who may see what, as the `Caller` extractor and the file routes decide it (same
 /// answers, same counters), except that a (token, file) answer is reused for at most
 /// [`meta::VISIBLE_TTL`] (see [`meta`]): a repeated request costs no database round trip.
 async fn visible_to(app: &App, method: &Method, headers: &HeaderMap, id: &str) -> Result<Arc<meta::Visible>, ApiError> {
-    app.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
-    let Some(token) = token_of(method, headers) else {
-        app.metrics.http_unauthorized.fetch_add(1, Ordering::Relaxed);
-        return Err(ApiError::NoToken);
-    };
-    // A cache key only, never stored anywhere else.
-    let key = blake3::derive_key("trove/v1 gateway visibility cache key", token.as_bytes());
+    let token = crate::api::request_token(method, headers);
     let parsed = parse_file_id(id);
-    if let Ok(file) = parsed
-        && let Some(v) = gateway().meta.fresh(key, file)
+    // A cache key only, never stored anywhere else.
+    let key = token.map(|t| blake3::derive_key("trove/v1 gateway visibility cache key", t.as_bytes()));
+    if let (Some(key), Ok(file)) = (key, &parsed)
+        && let Some(v) = gateway().meta.fresh(key, *file)
     {
+        app.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
         return Ok(v);
     }
-    let Some(owner) = app.db.user_of_token(token, now_s()).await? else {
-        app.metrics.http_unauthorized.fetch_add(1, Ordering::Relaxed);
-        tracing::info!("API request with an unknown token refused");
-        return Err(ApiError::BadToken);
-    };
-    let file = parsed?;
+    let caller = crate::api::caller_of_token(app, token).await?;
+    let (key, file) = (key.expect("a caller has a token"), parsed?);
     gateway()
         .meta
-        .visible(app, key, owner.user_id, &owner.name, file)
+        .visible(app, key, caller.user_id, &caller.name, file)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no file {file}")))
 }

@@ -62,7 +62,7 @@ pub async fn fleet_live(app: &App) -> anyhow::Result<FleetLive> {
         now_s: now_s(),
         nodes: views.iter().map(LiveNode::from_view).collect(),
         repair: crate::api::repair_view(app),
-        edges: edges(&reports, &addrs, &copies, &gateway_transfers(app)),
+        edges: edges(&reports, &addrs, &copies, &gateway_transfers()),
     })
 }
 
@@ -74,8 +74,8 @@ pub struct GatewayTransfer {
 
 /// The gateway's fetches (`gateway::active_transfers`: bytes per second per appliance,
 /// including bytes asked for and not yet received).
-fn gateway_transfers(app: &App) -> Vec<GatewayTransfer> {
-    crate::gateway::active_transfers(app)
+fn gateway_transfers() -> Vec<GatewayTransfer> {
+    crate::gateway::active_transfers()
         .into_iter()
         .map(|(node, bytes_per_s)| GatewayTransfer { node, bytes_per_s })
         .collect()

@@ -2179,3 +2179,12 @@ pub async fn publish_all(
     .await
     .expect("the broker acknowledges the publishes");
 }
+
+/// Runs `f` to completion on a fresh current-thread runtime (tests are synchronous).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(f)
+}

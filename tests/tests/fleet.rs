@@ -181,14 +181,6 @@ fn make_file(dir: &Path, name: &str, size: u64, seed: u64) -> (std::path::PathBu
 // ---------------------------------------------------------------------------------------------
 // What the appliances really hold
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
-
 /// For each chunk of `m`, the IDs of the running `nodes` that hold it, asked over the data
 /// plane (`Has`), not the controller.
 fn holdings(nodes: &[&Node], m: &Manifest) -> Vec<BTreeSet<String>> {

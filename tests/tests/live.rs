@@ -44,14 +44,6 @@ fn browser(c: &Controller, token: &str) -> WebClient {
     b
 }
 
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-        .block_on(f)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Transfers and state
 

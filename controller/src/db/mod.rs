@@ -17,6 +17,7 @@ mod people;
 
 pub use files::{FileFacts, FileRow, SearchQuery, ShareMeta};
 pub use fleet::{ChunkState, HaveDelta, NodeRow};
+pub use people::TokenOwner;
 
 use anyhow::Context;
 use sqlx::AnyPool;

@@ -143,12 +143,7 @@ async fn session_of(parts: &Parts, app: &Arc<App>) -> Result<Option<Session>, We
     };
     let csrf = csrf_token(app, &owner.token_hash);
     Ok(Some(Session {
-        caller: Caller {
-            user_id: owner.user_id,
-            name: owner.name,
-            is_admin: owner.is_admin,
-            token_hash: owner.token_hash,
-        },
+        caller: owner.into(),
         csrf,
     }))
 }
