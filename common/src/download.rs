@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -426,7 +426,13 @@ async fn send_requests(
     while let Some(chunk_idx) = assignments.recv().await {
         let chunk = manifest.chunk(chunk_idx);
         if let Some(l) = &limiter {
-            l.take(u64::from(chunk.len())).await;
+            let at = l.reserve(u64::from(chunk.len()));
+            if at > Instant::now() {
+                // Requests already written must not wait in the buffer for this one's turn:
+                // the peer would get them in bursts, and the rate would be met only on average.
+                writer.flush().await?;
+                tokio::time::sleep_until(at).await;
+            }
         }
         let req = writer.send_get(chunk, None).await?;
         if sent.send((req, chunk_idx)).await.is_err() {
@@ -471,29 +477,28 @@ async fn receive_chunks(
     Ok(())
 }
 
-/// A shared pacing clock: each `take(n)` waits until `n` more bytes fit under the rate.
+/// A shared pacing clock: [`RateLimiter::reserve`] books the next `n` bytes and says when
+/// they may go, so requests leave evenly spaced at the rate.
 struct RateLimiter {
     bytes_per_sec: u64,
-    next_free: Mutex<Option<Instant>>,
+    next_free: std::sync::Mutex<Option<Instant>>,
 }
 
 impl RateLimiter {
     fn new(bytes_per_sec: u64) -> RateLimiter {
         RateLimiter {
             bytes_per_sec: bytes_per_sec.max(1),
-            next_free: Mutex::new(None),
+            next_free: std::sync::Mutex::new(None),
         }
     }
 
-    async fn take(&self, n: u64) {
-        let at = {
-            let mut next = self.next_free.lock().await;
-            let now = Instant::now();
-            let at = next.map_or(now, |t| t.max(now));
-            *next = Some(at + Duration::from_secs_f64(n as f64 / self.bytes_per_sec as f64));
-            at
-        };
-        tokio::time::sleep_until(at).await;
+    /// When a request for `n` bytes may be sent (now, or later if the rate is used up).
+    fn reserve(&self, n: u64) -> Instant {
+        let mut next = self.next_free.lock().expect("rate limiter lock");
+        let now = Instant::now();
+        let at = next.map_or(now, |t| t.max(now));
+        *next = Some(at + Duration::from_secs_f64(n as f64 / self.bytes_per_sec as f64));
+        at
     }
 }
 
@@ -573,6 +578,18 @@ impl ResumeState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_rate_limiter_spaces_requests_by_their_size() {
+        let l = RateLimiter::new(4 << 20);
+        let first = l.reserve(1 << 20);
+        let second = l.reserve(1 << 20);
+        let third = l.reserve(2 << 20);
+        assert!(first <= Instant::now());
+        assert_eq!(second - first, Duration::from_millis(250));
+        assert_eq!(third - second, Duration::from_millis(250));
+        assert_eq!(l.reserve(1) - third, Duration::from_millis(500));
+    }
 
     #[test]
     fn resume_state_round_trips_and_rejects_damage() {

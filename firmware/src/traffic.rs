@@ -7,13 +7,16 @@
 //! (zeroing them) and publishes them as `node/<id>/transfers`. A slot whose connection has
 //! closed is freed only by `take`, so the bytes of its last second are still reported.
 //!
-//! When every slot is taken, further connections go unmetered (they work as ever; the
-//! picture misses them). Nothing here decides anything: it is for people to look at. A
-//! standalone node (no agent, so nobody takes the counters) never turns metering on.
+//! When every slot is taken (a burst of short replication connections fills the table with
+//! closed ones until the next `take`), a new connection works as ever but goes uncounted
+//! until a slot frees: its meter asks for one again whenever bytes move, so a long download
+//! that started during a burst shows up within a second instead of never. Nothing here
+//! decides anything: it is for people to look at. A standalone node (no agent, so nobody
+//! takes the counters) never turns metering on.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::limits::TRAFFIC_PEERS_MAX;
 
@@ -69,20 +72,16 @@ impl Traffic {
         self.enabled.store(true, Ordering::Release);
     }
 
-    /// A meter for a new connection; an inert one when metering is off or the table is full.
+    /// A meter for a new connection: counting at once if a slot is free, from when one frees
+    /// if not, never while metering is off.
     pub fn open(&self, peer: Peer) -> Meter<'_> {
-        if !self.enabled.load(Ordering::Acquire) {
-            return Meter {
-                traffic: self,
-                idx: None,
-            };
-        }
-        let mut slots = self.slots.lock().expect("traffic lock");
-        let idx = slots.iter().position(|s| matches!(s, Slot::Free));
-        if let Some(i) = idx {
-            slots[i] = Slot::Open(peer);
-        }
-        Meter { traffic: self, idx }
+        let meter = Meter {
+            traffic: self,
+            peer,
+            idx: AtomicUsize::new(NO_SLOT),
+        };
+        meter.slot();
+        meter
     }
 
     /// The counters since the last call, zeroed; frees the slots of closed connections.
@@ -111,33 +110,61 @@ impl Traffic {
     }
 }
 
-/// One connection's slot, held for the connection's life.
+/// [`Meter::idx`] while the connection has no slot.
+const NO_SLOT: usize = usize::MAX;
+
+/// One connection's slot, held from when it gets one to the connection's end.
 pub struct Meter<'a> {
     traffic: &'a Traffic,
-    /// `None`: the table was full; this connection is not counted.
-    idx: Option<usize>,
+    peer: Peer,
+    /// The slot, or [`NO_SLOT`] while metering is off or the table is full. Atomic so the
+    /// meter can be shared by the connection's reader and writer halves.
+    idx: AtomicUsize,
 }
 
 impl Meter<'_> {
     pub fn sent(&self, bytes: u64) {
-        if let Some(i) = self.idx {
+        if let Some(i) = self.slot() {
             self.traffic.sent[i].fetch_add(bytes, Ordering::Relaxed);
         }
     }
 
     pub fn received(&self, bytes: u64) {
-        if let Some(i) = self.idx {
+        if let Some(i) = self.slot() {
             self.traffic.received[i].fetch_add(bytes, Ordering::Relaxed);
         }
+    }
+
+    /// This connection's slot, taking a free one if it has none yet. The lock is taken only
+    /// while the meter has no slot, so a counted connection pays one relaxed load.
+    fn slot(&self) -> Option<usize> {
+        let idx = self.idx.load(Ordering::Relaxed);
+        if idx != NO_SLOT {
+            return Some(idx);
+        }
+        if !self.traffic.enabled.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut slots = self.traffic.slots.lock().expect("traffic lock");
+        // Another user of this meter may have taken a slot while we waited for the lock.
+        let idx = self.idx.load(Ordering::Relaxed);
+        if idx != NO_SLOT {
+            return Some(idx);
+        }
+        let free = slots.iter().position(|s| matches!(s, Slot::Free))?;
+        slots[free] = Slot::Open(self.peer);
+        self.idx.store(free, Ordering::Relaxed);
+        Some(free)
     }
 }
 
 impl Drop for Meter<'_> {
     fn drop(&mut self) {
-        if let Some(i) = self.idx {
+        let idx = *self.idx.get_mut();
+        if idx != NO_SLOT {
             let mut slots = self.traffic.slots.lock().expect("traffic lock");
-            if let Slot::Open(p) = slots[i] {
-                slots[i] = Slot::Closed(p);
+            if let Slot::Open(p) = slots[idx] {
+                slots[idx] = Slot::Closed(p);
             }
         }
     }
@@ -202,6 +229,33 @@ mod tests {
         let again = t.open(peer(9999));
         again.received(3);
         assert_eq!(t.take().moved, vec![(peer(9999), 0, 3)]);
+    }
+
+    #[test]
+    fn a_connection_opened_during_a_burst_is_counted_once_the_burst_is_reported() {
+        // A burst of short connections (replication) fills the table with closed slots that
+        // only the next take frees; a long download opened in that second must not stay
+        // invisible for its whole life.
+        let t = Traffic::default();
+        t.enable();
+        for p in 0..TRAFFIC_PEERS_MAX as u16 {
+            let m = t.open(peer(p));
+            m.sent(1 << 20);
+        }
+        let download = t.open(peer(9999));
+        download.sent(7);
+        let burst = t.take();
+        assert_eq!((burst.open, burst.moved.len()), (0, TRAFFIC_PEERS_MAX));
+        download.sent(1 << 20);
+        assert_eq!(
+            t.take(),
+            Taken {
+                open: 1,
+                moved: vec![(peer(9999), 1 << 20, 0)]
+            }
+        );
+        drop(download);
+        assert_eq!(t.take(), Taken::default());
     }
 
     #[test]

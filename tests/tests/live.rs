@@ -71,6 +71,13 @@ fn a_download_shows_as_client_download_edges_and_a_killed_appliance_as_offline()
     });
 
     let ids: Vec<String> = s.nodes.iter().map(|n| n.node_id().to_string()).collect();
+    // The copies' own transfers must have left the picture, so the edges below are the
+    // download's (a connection whose dialer went uncounted reads like a client's).
+    wait_until(
+        QUIET_DEADLINE,
+        "the replication's transfers to leave the picture",
+        || live(c).edges.is_empty(),
+    );
     let out = dir.path().join("film.out");
     // About 8 s at this rate: many one-second reports while it runs.
     let mut get = Spawned::spawn(c.trove_command([
