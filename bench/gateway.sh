@@ -22,8 +22,8 @@ for tool in nginx curl bc python3; do
 done
 [ "$SIZE_MIB" -ge $((2 * RUNS + 4)) ] || { echo "bench: SIZE_MIB must exceed 2 RUNS + 3 (two cold chunks per run)" >&2; exit 1; }
 
-cargo build --release --bins -q
-BIN=$PWD/target/release
+# TROVE_BIN_DIR: binaries built elsewhere (an A/B of two builds), else a release build here.
+if [ -n "${TROVE_BIN_DIR:-}" ]; then BIN=$TROVE_BIN_DIR; else cargo build --release --bins -q; BIN=$PWD/target/release; fi
 WORK=$(mktemp -d /var/tmp/trove-bench-gw.XXXXXX)
 chmod 755 "$WORK" # nginx workers run as an unprivileged user and must read the file
 CTL_PID=
@@ -88,8 +88,12 @@ ready=
 for _ in $(seq 200); do curl -sf -o /dev/null -r 0-0 "$NGINX" && { ready=1; break; }; sleep 0.05; done
 [ -n "$ready" ] || { echo "bench: nginx did not serve the file:" >&2; cat "$WORK/nginx/error.log" >&2; exit 1; }
 
-# Warm the page cache for both servers (the same bytes, separate copies on disk).
-cat "$WORK/www/file.mp4" "$WORK"/ctl/nodes/node*/chunks/*/* >/dev/null 2>&1 || true
+# Warm the page cache for both servers (the same bytes, separate copies on disk): every
+# copy on every appliance, since the gateway may ask any holder. Again before each part:
+# this machine reclaims page cache it thinks cold (DAMON), and an appliance reading from
+# disk would be measured against nginx reading from memory.
+warm() { cat "$WORK/www/file.mp4" "$WORK"/ctl/nodes/node*/chunks/*/* >/dev/null 2>&1 || true; }
+warm
 
 # The same bytes from both? (one range, checked)
 cmp -s <(curl -sf -r 1000-2000000 -H "Authorization: Bearer $TOKEN" "$GW") <(curl -sf -r 1000-2000000 "$NGINX") ||
@@ -149,6 +153,7 @@ for i in $(seq "$RUNS"); do
   start=$(( (SIZE_MIB / 2 + RUNS + 1 + i - RUNS / 2) * 1048576 + 12345 ))
   RANGES+="$start-$((start + 65535)) "
 done
+warm
 # shellcheck disable=SC2086 # one argument per range
 BG=$(first_body_byte "$GW" "$TOKEN" $RANGES)
 # shellcheck disable=SC2086
@@ -157,6 +162,7 @@ BODY_GW=$(printf '%s\n' $BG | median)
 BODY_NG=$(printf '%s\n' $BN | median)
 
 echo "== (b) whole-file GET throughput, 3 runs"
+warm
 SG=""; SN=""
 for _ in 1 2 3; do
   SG+="$(curl -sf -o /dev/null -H "Authorization: Bearer $TOKEN" -w '%{speed_download}' "$GW") "
