@@ -84,6 +84,13 @@ pub fn active_transfers() -> Vec<(NodeId, u64)> {
     gateway().fetcher.live()
 }
 
+/// The local addresses of the gateway's open connections to appliances (they report them
+/// as accepted from there), so the fleet page does not draw its fetches a second time as
+/// downloads by a client.
+pub fn connection_addrs() -> std::collections::HashSet<std::net::SocketAddr> {
+    gateway().fetcher.local_addrs()
+}
+
 pub fn routes() -> Router<Arc<App>> {
     Router::new().route("/api/v1/files/{id}/content", get(content).head(content))
 }

@@ -11,7 +11,8 @@
 //! whose address is a known node's data address is that node; a connection one node dialed
 //! is counted once, from the dialer's report (the other end sees the same socket as an
 //! accepted connection from the dialer's `local` address, and that entry is skipped);
-//! everyone else is `client <ip>`. Repair copies ordered and not yet seen through are drawn
+//! a connection from the controller's streaming gateway is skipped too, the gateway
+//! drawing its own fetches; everyone else is `client <ip>`. Repair copies ordered and not yet seen through are drawn
 //! too, source to target, even before bytes move.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -62,7 +63,7 @@ pub async fn fleet_live(app: &App) -> anyhow::Result<FleetLive> {
         now_s: now_s(),
         nodes: views.iter().map(LiveNode::from_view).collect(),
         repair: crate::api::repair_view(app),
-        edges: edges(&reports, &addrs, &copies, &gateway_transfers()),
+        edges: edges(&reports, &addrs, &copies, &gateway_now()),
     })
 }
 
@@ -72,13 +73,25 @@ pub struct GatewayTransfer {
     pub bytes_per_s: u64,
 }
 
-/// The gateway's fetches (`gateway::active_transfers`: bytes per second per appliance,
-/// including bytes asked for and not yet received).
-fn gateway_transfers() -> Vec<GatewayTransfer> {
-    crate::gateway::active_transfers()
-        .into_iter()
-        .map(|(node, bytes_per_s)| GatewayTransfer { node, bytes_per_s })
-        .collect()
+/// The streaming gateway as the live picture sees it.
+#[derive(Default)]
+pub struct GatewayNow {
+    /// Its fetches: bytes per second per appliance, including bytes asked for and not yet
+    /// received.
+    pub fetching: Vec<GatewayTransfer>,
+    /// The local addresses of its connections to appliances, which report them as accepted
+    /// from there.
+    pub conns: HashSet<SocketAddr>,
+}
+
+fn gateway_now() -> GatewayNow {
+    GatewayNow {
+        fetching: crate::gateway::active_transfers()
+            .into_iter()
+            .map(|(node, bytes_per_s)| GatewayTransfer { node, bytes_per_s })
+            .collect(),
+        conns: crate::gateway::connection_addrs(),
+    }
 }
 
 /// The latest transfer report of every node that sent one recently.
@@ -146,13 +159,13 @@ fn check_report(t: &Transfers) -> Result<(), ReportError> {
 }
 
 /// Transfers between endpoints, from nodes' reports (checked by [`Live::record`]), the data
-/// addresses of known nodes, repair copies under way (source, target) and the gateway's
-/// fetches. One edge per (from, to, kind), rates summed; sorted.
+/// addresses of known nodes, repair copies under way (source, target) and the gateway. One
+/// edge per (from, to, kind), rates summed; sorted.
 pub fn edges(
     reports: &[(NodeId, Transfers)],
     addrs: &HashMap<SocketAddr, NodeId>,
     copies: &[(NodeId, NodeId)],
-    gateway: &[GatewayTransfer],
+    gateway: &GatewayNow,
 ) -> Vec<LiveEdge> {
     // Connections some node dialed, seen from the other end as accepted from these.
     let dialed: HashSet<SocketAddr> = reports
@@ -176,7 +189,7 @@ pub fn edges(
             let Ok(addr) = p.peer.parse::<SocketAddr>() else {
                 continue;
             };
-            if matches!(p.link, Link::Accepted) && dialed.contains(&addr) {
+            if matches!(p.link, Link::Accepted) && (dialed.contains(&addr) || gateway.conns.contains(&addr)) {
                 continue;
             }
             let (other, out_kind, in_kind) = match addrs.get(&addr) {
@@ -204,7 +217,7 @@ pub fn edges(
     for (from, to) in copies {
         add(from.to_string(), to.to_string(), EdgeKind::Replication, 0);
     }
-    for g in gateway {
+    for g in &gateway.fetching {
         add(
             g.node.to_string(),
             CONTROLLER_ENDPOINT.into(),
@@ -264,7 +277,7 @@ mod tests {
             ("10.0.0.2:7070".parse().unwrap(), node(2)),
         ]
         .into();
-        assert_eq!(edges(reports, &addrs, copies, &[]), expected);
+        assert_eq!(edges(reports, &addrs, copies, &GatewayNow::default()), expected);
     }
 
     #[test]
@@ -353,15 +366,31 @@ mod tests {
     }
 
     #[test]
-    fn the_gateway_fetching_is_an_edge_to_the_controller() {
+    fn the_gateway_fetching_is_an_edge_to_the_controller_drawn_once() {
         let addrs = HashMap::new();
-        let gateway = [GatewayTransfer {
-            node: node(3),
-            bytes_per_s: 5,
-        }];
+        let gateway = GatewayNow {
+            fetching: vec![GatewayTransfer {
+                node: node(3),
+                bytes_per_s: 5,
+            }],
+            conns: ["10.0.0.5:4100".parse().unwrap()].into(),
+        };
+        // The appliance sees the gateway's connection as one accepted from the controller's
+        // host; a browser on that host downloading straight from it is still a client.
+        let report = report(
+            1000,
+            vec![
+                peer("10.0.0.5:4100", Link::Accepted, 5, 0),
+                peer("10.0.0.5:4101", Link::Accepted, 7, 0),
+            ],
+        );
+        let n3 = node(3).to_string();
         assert_eq!(
-            edges(&[], &addrs, &[], &gateway),
-            [edge(&node(3).to_string(), "controller", 5, EdgeKind::Gateway)]
+            edges(&[(node(3), report)], &addrs, &[], &gateway),
+            [
+                edge(&n3, "client 10.0.0.5", 7, EdgeKind::ClientDownload),
+                edge(&n3, "controller", 5, EdgeKind::Gateway),
+            ]
         );
     }
 

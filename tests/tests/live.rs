@@ -37,6 +37,21 @@ fn live(c: &Controller) -> FleetLive {
     c.get("/fleet/live")
 }
 
+/// Waits until the copies' own transfers have left the picture, so the edges a test sees
+/// next are those of what it does (a copy whose dialer went uncounted reads like a client).
+/// Reports come once a second and the last copies' bytes may still be on their way when
+/// the copies are done, so the picture must stay empty for longer than a report interval.
+fn wait_quiet(c: &Controller) {
+    let mut empty_since: Option<std::time::Instant> = None;
+    wait_until(QUIET_DEADLINE, "the live picture to stay empty for 2.5 s", || {
+        if !live(c).edges.is_empty() {
+            empty_since = None;
+            return false;
+        }
+        empty_since.get_or_insert_with(std::time::Instant::now).elapsed() >= Duration::from_millis(2500)
+    });
+}
+
 /// A browser (cookies, forms) logged in with `token` as its session.
 fn browser(c: &Controller, token: &str) -> WebClient {
     let mut b = WebClient::new(c.url());
@@ -71,13 +86,7 @@ fn a_download_shows_as_client_download_edges_and_a_killed_appliance_as_offline()
     });
 
     let ids: Vec<String> = s.nodes.iter().map(|n| n.node_id().to_string()).collect();
-    // The copies' own transfers must have left the picture, so the edges below are the
-    // download's (a connection whose dialer went uncounted reads like a client's).
-    wait_until(
-        QUIET_DEADLINE,
-        "the replication's transfers to leave the picture",
-        || live(c).edges.is_empty(),
-    );
+    wait_quiet(c);
     let out = dir.path().join("film.out");
     // About 8 s at this rate: many one-second reports while it runs.
     let mut get = Spawned::spawn(c.trove_command([
@@ -144,6 +153,67 @@ fn a_download_shows_as_client_download_edges_and_a_killed_appliance_as_offline()
         "the page shows it offline: {row}"
     );
     drop(s);
+}
+
+#[test]
+fn a_gateway_stream_is_drawn_as_the_gateway_fetching_not_as_a_client_download() {
+    // Pins: the appliances report the gateway's connections as accepted ones like any
+    // other; the live feed draws those bytes once, as gateway edges (appliance to
+    // controller), and not also as downloads by a client on the controller's address.
+    let s = stack(3);
+    let c = &s.controller;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let src = dir.path().join("talk.mp4");
+    random_file(&src, 24 * MIB, 52);
+    c.trove_ok([
+        "share".as_ref(),
+        src.as_os_str(),
+        "--name".as_ref(),
+        "talk.mp4".as_ref(),
+        "--no-progress".as_ref(),
+    ]);
+    let id = b3sum(&src);
+    wait_until(REPLICATION_DEADLINE, "three copies of every chunk", || {
+        c.file_status(&id).chunks_at_target == 24
+    });
+    wait_quiet(c);
+
+    // A player reading slowly: the gateway fetches a few chunks ahead of it all along.
+    let out = dir.path().join("talk.out");
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-s", "-S", "-f", "--limit-rate", "3M", "-o"])
+        .arg(&out)
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {}", c.admin_token()))
+        .arg(format!("{}/api/v1/files/{id}/content", c.url()));
+    let mut curl = Spawned::spawn(cmd);
+    let mut seen: Vec<trove_common::api::LiveEdge> = Vec::new();
+    let deadline = Deadline::after(DOWNLOAD_DEADLINE);
+    let status = loop {
+        for e in live(c).edges {
+            if !seen
+                .iter()
+                .any(|s| (&s.from, &s.to, s.kind) == (&e.from, &e.to, e.kind))
+            {
+                seen.push(e);
+            }
+        }
+        if let Some(status) = curl.try_wait() {
+            break status;
+        }
+        deadline.check("curl to finish");
+        std::thread::sleep(POLL);
+    };
+    assert!(status.success(), "curl failed: {}\n{}", curl.stderr(), s.logs());
+    assert_eq!(b3sum(&out), id, "the gateway returns the exact bytes");
+    assert!(
+        seen.iter().any(|e| e.kind == EdgeKind::Gateway && e.to == "controller"),
+        "no gateway edge was seen while the stream ran: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|e| e.kind != EdgeKind::ClientDownload),
+        "the gateway's fetches were drawn again as client downloads: {seen:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,11 +11,11 @@
 //! an error) is asked with whole-chunk `Get`s for [`NO_BLOCKS_RETRY`]. Reads need no grant: naming the chunk is the capability. This module does
 //! not decide what to fetch or when (that is the transfer in `gateway.rs`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::ops::Range;
-use std::sync::Mutex;
+use std::ops::{Deref, DerefMut, Range};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -117,8 +117,51 @@ struct Live {
     bytes_last_second: u64,
 }
 
+/// The local addresses of the gateway's open connections to appliances. An appliance
+/// reports each as an accepted connection from that address; the fleet view skips those,
+/// since the gateway draws its own fetches (else every gateway byte is drawn twice, once
+/// as a download by some client on the controller's address).
+type LocalAddrs = Arc<Mutex<HashSet<SocketAddr>>>;
+
+/// A connection to an appliance whose local address is in [`LocalAddrs`] while it is open.
+struct Conn {
+    client: Client,
+    addrs: LocalAddrs,
+}
+
+impl Conn {
+    async fn connect(addr: SocketAddr, addrs: &LocalAddrs) -> Result<Conn, NetError> {
+        let client = with_timeout(net::connect(addr)).await?;
+        addrs.lock().expect("addrs lock").insert(client.local_addr());
+        Ok(Conn {
+            client,
+            addrs: addrs.clone(),
+        })
+    }
+}
+
+impl Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut Client {
+        &mut self.client
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.addrs.lock().expect("addrs lock").remove(&self.client.local_addr());
+    }
+}
+
 pub struct Fetcher {
-    idle: Mutex<HashMap<NodeId, Vec<Client>>>,
+    idle: Mutex<HashMap<NodeId, Vec<Conn>>>,
+    local_addrs: LocalAddrs,
     /// Nodes that could not answer a get-blocks, and since when.
     no_blocks: Mutex<HashMap<NodeId, Instant>>,
     cache: Mutex<Cache>,
@@ -130,11 +173,17 @@ impl Fetcher {
     pub fn new() -> Fetcher {
         Fetcher {
             idle: Mutex::new(HashMap::new()),
+            local_addrs: LocalAddrs::default(),
             no_blocks: Mutex::new(HashMap::new()),
             cache: Mutex::new(Cache::new()),
             live: Mutex::new(HashMap::new()),
             started: Instant::now(),
         }
+    }
+
+    /// The local addresses of the connections to appliances open now.
+    pub fn local_addrs(&self) -> HashSet<SocketAddr> {
+        self.local_addrs.lock().expect("addrs lock").clone()
     }
 
     /// True if `chunk` is cached (does not count as a use).
@@ -308,7 +357,7 @@ impl Fetcher {
 
     /// A connection to `h` on which a get-blocks for `chunk` was answered with checked block
     /// chaining values (the blocks follow on it): an idle one first, else a fresh one.
-    async fn open_blocks(&self, h: &Holder, chunk: ChunkId, from: u32) -> Result<(Client, BlockVerifier), NetError> {
+    async fn open_blocks(&self, h: &Holder, chunk: ChunkId, from: u32) -> Result<(Conn, BlockVerifier), NetError> {
         let pooled = self.idle.lock().expect("idle lock").get_mut(&h.node).and_then(Vec::pop);
         if let Some(mut c) = pooled {
             match with_timeout(c.get_blocks(chunk, from)).await {
@@ -321,7 +370,7 @@ impl Fetcher {
                 Err(e) => tracing::debug!(node = %h.node, error = %e, "gateway: pooled connection failed"),
             }
         }
-        let mut c = with_timeout(net::connect(h.addr)).await?;
+        let mut c = Conn::connect(h.addr, &self.local_addrs).await?;
         match with_timeout(c.get_blocks(chunk, from)).await {
             Ok(v) => Ok((c, v)),
             Err(e) => {
@@ -351,13 +400,13 @@ impl Fetcher {
                 Err(e) => tracing::debug!(node = %h.node, error = %e, "gateway: pooled connection failed"),
             }
         }
-        let mut c = with_timeout(net::connect(h.addr)).await?;
+        let mut c = Conn::connect(h.addr, &self.local_addrs).await?;
         let body = with_timeout(c.get_chunk(chunk)).await?;
         self.put_back(h.node, c);
         Ok(body)
     }
 
-    fn put_back(&self, node: NodeId, c: Client) {
+    fn put_back(&self, node: NodeId, c: Conn) {
         let mut idle = self.idle.lock().expect("idle lock");
         let v = idle.entry(node).or_default();
         if v.len() < IDLE_CONNECTIONS_PER_NODE_MAX {
