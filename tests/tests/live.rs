@@ -37,6 +37,26 @@ fn live(c: &Controller) -> FleetLive {
     c.get("/fleet/live")
 }
 
+/// Shares 24 MiB of random bytes (from `seed`) as `name` from `dir`, waits for three copies
+/// of every chunk and then for their transfers to leave the picture. Returns the file ID.
+fn share_24_mib_quietly(c: &Controller, dir: &std::path::Path, name: &str, seed: u64) -> String {
+    let src = dir.join(name);
+    random_file(&src, 24 * MIB, seed);
+    c.trove_ok([
+        "share".as_ref(),
+        src.as_os_str(),
+        "--name".as_ref(),
+        name.as_ref(),
+        "--no-progress".as_ref(),
+    ]);
+    let id = b3sum(&src);
+    wait_until(REPLICATION_DEADLINE, "three copies of every chunk", || {
+        c.file_status(&id).chunks_at_target == 24
+    });
+    wait_quiet(c);
+    id
+}
+
 /// Waits until the copies' own transfers have left the picture, so the edges a test sees
 /// next are those of what it does (a copy whose dialer went uncounted reads like a client).
 /// Reports come once a second and the last copies' bytes may still be on their way when
@@ -71,22 +91,8 @@ fn a_download_shows_as_client_download_edges_and_a_killed_appliance_as_offline()
     let mut s = stack(3);
     let c = &s.controller;
     let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("film.bin");
-    random_file(&src, 24 * MIB, 51);
-    c.trove_ok([
-        "share".as_ref(),
-        src.as_os_str(),
-        "--name".as_ref(),
-        "film.bin".as_ref(),
-        "--no-progress".as_ref(),
-    ]);
-    let id = b3sum(&src);
-    wait_until(REPLICATION_DEADLINE, "three copies of every chunk", || {
-        c.file_status(&id).chunks_at_target == 24
-    });
-
+    let id = share_24_mib_quietly(c, dir.path(), "film.bin", 51);
     let ids: Vec<String> = s.nodes.iter().map(|n| n.node_id().to_string()).collect();
-    wait_quiet(c);
     let out = dir.path().join("film.out");
     // About 8 s at this rate: many one-second reports while it runs.
     let mut get = Spawned::spawn(c.trove_command([
@@ -163,20 +169,7 @@ fn a_gateway_stream_is_drawn_as_the_gateway_fetching_not_as_a_client_download() 
     let s = stack(3);
     let c = &s.controller;
     let dir = tempfile::tempdir().expect("tempdir");
-    let src = dir.path().join("talk.mp4");
-    random_file(&src, 24 * MIB, 52);
-    c.trove_ok([
-        "share".as_ref(),
-        src.as_os_str(),
-        "--name".as_ref(),
-        "talk.mp4".as_ref(),
-        "--no-progress".as_ref(),
-    ]);
-    let id = b3sum(&src);
-    wait_until(REPLICATION_DEADLINE, "three copies of every chunk", || {
-        c.file_status(&id).chunks_at_target == 24
-    });
-    wait_quiet(c);
+    let id = share_24_mib_quietly(c, dir.path(), "talk.mp4", 52);
 
     // A player reading slowly: the gateway fetches a few chunks ahead of it all along.
     let out = dir.path().join("talk.out");
