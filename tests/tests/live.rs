@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet};
-use trove_common::api::{EdgeKind, FleetLive, LoginResponse, NodeView};
+use trove_common::api::{EdgeKind, FleetLive, LiveEdge, LoginResponse, NodeView};
 use trove_common::control::{self, JoinToken, Link, NodeSecret, PeerTraffic, Transfers};
 use trove_tests::*;
 
@@ -55,6 +55,28 @@ fn share_24_mib_quietly(c: &Controller, dir: &std::path::Path, name: &str, seed:
     });
     wait_quiet(c);
     id
+}
+
+/// Every distinct (from, to, kind) edge of the live picture while `p` runs, polled, and
+/// how `p` ended.
+fn edges_while(c: &Controller, p: &mut Spawned, what: &str) -> (std::process::ExitStatus, Vec<LiveEdge>) {
+    let mut seen: Vec<LiveEdge> = Vec::new();
+    let deadline = Deadline::after(DOWNLOAD_DEADLINE);
+    loop {
+        for e in live(c).edges {
+            if !seen
+                .iter()
+                .any(|s| (&s.from, &s.to, s.kind) == (&e.from, &e.to, e.kind))
+            {
+                seen.push(e);
+            }
+        }
+        if let Some(status) = p.try_wait() {
+            return (status, seen);
+        }
+        deadline.check(&format!("{what} to finish"));
+        std::thread::sleep(POLL);
+    }
 }
 
 /// Waits until the copies' own transfers have left the picture, so the edges a test sees
@@ -104,20 +126,11 @@ fn a_download_shows_as_client_download_edges_and_a_killed_appliance_as_offline()
         "3MiB".as_ref(),
         "--no-progress".as_ref(),
     ]));
-    let mut seen: Vec<trove_common::api::LiveEdge> = Vec::new();
-    let deadline = Deadline::after(DOWNLOAD_DEADLINE);
-    let status = loop {
-        for e in live(c).edges {
-            if e.kind == EdgeKind::ClientDownload && !seen.iter().any(|s| s.from == e.from) {
-                seen.push(e);
-            }
-        }
-        if let Some(status) = get.try_wait() {
-            break status;
-        }
-        deadline.check("trove get to finish");
-        std::thread::sleep(POLL);
-    };
+    let (status, edges) = edges_while(c, &mut get, "trove get");
+    let seen: Vec<_> = edges
+        .into_iter()
+        .filter(|e| e.kind == EdgeKind::ClientDownload)
+        .collect();
     assert!(status.success(), "trove get failed: {}\n{}", get.stderr(), s.logs());
     assert_eq!(b3sum(&out), id, "trove get returns the exact bytes");
     assert!(
@@ -180,23 +193,7 @@ fn a_gateway_stream_is_drawn_as_the_gateway_fetching_not_as_a_client_download() 
         .arg(format!("Authorization: Bearer {}", c.admin_token()))
         .arg(format!("{}/api/v1/files/{id}/content", c.url()));
     let mut curl = Spawned::spawn(cmd);
-    let mut seen: Vec<trove_common::api::LiveEdge> = Vec::new();
-    let deadline = Deadline::after(DOWNLOAD_DEADLINE);
-    let status = loop {
-        for e in live(c).edges {
-            if !seen
-                .iter()
-                .any(|s| (&s.from, &s.to, s.kind) == (&e.from, &e.to, e.kind))
-            {
-                seen.push(e);
-            }
-        }
-        if let Some(status) = curl.try_wait() {
-            break status;
-        }
-        deadline.check("curl to finish");
-        std::thread::sleep(POLL);
-    };
+    let (status, seen) = edges_while(c, &mut curl, "curl");
     assert!(status.success(), "curl failed: {}\n{}", curl.stderr(), s.logs());
     assert_eq!(b3sum(&out), id, "the gateway returns the exact bytes");
     assert!(
