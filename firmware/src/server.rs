@@ -27,7 +27,7 @@ use trove_common::{ChunkId, NodeId, PublicKey};
 use crate::limits::{
     BODY_TIMEOUT, CONNECTIONS_MAX, HANDSHAKE_TIMEOUT, IDLE_TIMEOUT, IO_BUFFER_BYTES, PUT_BODY_BYTES_INFLIGHT_MAX,
 };
-use crate::store::{Store, StoreError};
+use crate::store::{self, Store, StoreError};
 use crate::traffic::{Meter, Peer, Traffic};
 
 /// Everything a connection needs, shared.
@@ -227,10 +227,14 @@ async fn send_chunk(
     Ok(())
 }
 
-/// Answers a get-blocks: reads the chunk once (its bytes count against the same in-memory
-/// budget as put bodies), computes every block's chaining value, checks that they merge into
-/// the chunk's ID (a copy damaged on disk is refused with `HashMismatch`, never sent), and
-/// sends the chaining values and then blocks `from_block..` from memory.
+/// Answers a get-blocks: the chaining values, then blocks `from_block..`. With the CVs the
+/// store keeps beside the chunk (checked against its ID here), the blocks go straight from
+/// the page cache with `sendfile`, like a plain get: nothing is read or hashed first, so the
+/// first block leaves at once. Without them (an older troved stored it), the chunk is read
+/// once (its bytes count against the in-memory budget for put bodies), every block's CV
+/// computed and checked against the chunk ID (a copy damaged on disk is refused with
+/// `HashMismatch`, never sent), and kept for next time. Either way the receiver verifies
+/// every block against the CVs, so a copy damaged since it was stored is caught there.
 async fn send_blocks(
     writer: &mut BufWriter<OwnedWriteHalf>,
     scratch: &mut Vec<u8>,
@@ -244,16 +248,34 @@ async fn send_blocks(
         Ok(f) => f,
         Err(e) => return net::write_response(writer, scratch, &store_error(req, e), &[]).await,
     };
+    if let Some(v) = store::stored_cvs(&file, &chunk) {
+        let range = blocks_from(&v, from_block);
+        let resp = Response::Blocks {
+            req,
+            range,
+            cvs: v.cvs().to_vec(),
+        };
+        net::write_response_header(writer, scratch, &resp).await?;
+        // The header must leave before the body goes around the buffer.
+        writer.flush().await?;
+        let (start, len) = (u64::from(range.start()), range.len() as usize);
+        sendfile_all(writer.get_ref().as_ref(), &file, start, len, meter).await?;
+        node.bytes_served.fetch_add(len as u64, Ordering::Relaxed);
+        return Ok(());
+    }
     let _budget = node.hold_body(u64::from(chunk.len())).await;
-    let read = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, Vec<trove_common::Hash32>)> {
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
         use std::os::unix::fs::FileExt;
         let mut bytes = vec![0u8; chunk.len() as usize];
         file.read_exact_at(&mut bytes, 0)?;
-        let cvs = blocks::block_cvs(&chunk, &bytes);
-        Ok((bytes, cvs))
+        let checked = BlockVerifier::new(chunk, blocks::block_cvs(&chunk, &bytes));
+        if let Ok(v) = &checked {
+            store::store_cvs(&file, v.cvs());
+        }
+        Ok((bytes, checked))
     })
     .await;
-    let (bytes, cvs) = match read {
+    let (bytes, checked) = match read {
         Ok(Ok(got)) => got,
         Ok(Err(e)) => {
             let resp = Response::error(req, ErrorCode::Internal, format!("reading chunk {chunk}: {e}"));
@@ -269,7 +291,7 @@ async fn send_blocks(
             .await;
         }
     };
-    let v = match BlockVerifier::new(chunk, cvs) {
+    let v = match checked {
         Ok(v) => v,
         Err(e) => {
             warn!(chunk = %chunk, reason = %e, "stored copy does not verify; refusing to serve its blocks");
@@ -277,18 +299,23 @@ async fn send_blocks(
             return net::write_response(writer, scratch, &resp, &[]).await;
         }
     };
-    let start = v.block_range(from_block).start;
-    // Invariant: the request decoded, so `from_block` is a block of this non-empty chunk.
-    let range = ByteRange::new(start, chunk.len()).expect("from_block lies inside the chunk");
+    let range = blocks_from(&v, from_block);
     let resp = Response::Blocks {
         req,
         range,
         cvs: v.cvs().to_vec(),
     };
-    net::write_response(writer, scratch, &resp, &bytes[start as usize..]).await?;
+    net::write_response(writer, scratch, &resp, &bytes[range.start() as usize..]).await?;
     meter.sent(u64::from(range.len()));
     node.bytes_served.fetch_add(u64::from(range.len()), Ordering::Relaxed);
     Ok(())
+}
+
+/// The bytes of blocks `from_block..` to the chunk's end.
+fn blocks_from(v: &BlockVerifier, from_block: u32) -> ByteRange {
+    let start = v.block_range(from_block).start;
+    // Invariant: the request decoded, so `from_block` is a block of this non-empty chunk.
+    ByteRange::new(start, v.chunk().len()).expect("from_block lies inside the chunk")
 }
 
 async fn sendfile_all(
@@ -573,8 +600,42 @@ mod tests {
         assert_eq!(c.stats().await.unwrap().node_id, NodeId([9; 16]));
     }
 
-    /// Pins: a chunk it does not hold is an error reply (the connection goes on), and a copy
-    /// damaged on disk is refused with `HashMismatch` instead of being sent.
+    /// The file of `chunk` in the store under `dir` (docs/on-disk.md:
+    /// chunks/<first hash byte>/<chunk ID>).
+    fn chunk_path(dir: &std::path::Path, chunk: &ChunkId) -> std::path::PathBuf {
+        dir.join("chunks")
+            .join(format!("{:02x}", chunk.hash().0[0]))
+            .join(chunk.to_string())
+    }
+
+    /// Flips one bit of the byte at `at` of a stored chunk, as a failing disk would.
+    fn damage(dir: &std::path::Path, chunk: &ChunkId, original: u8, at: u64) {
+        use std::os::unix::fs::FileExt;
+        let w = std::fs::OpenOptions::new()
+            .write(true)
+            .open(chunk_path(dir, chunk))
+            .unwrap();
+        w.write_all_at(&[original ^ 0x10], at).unwrap();
+    }
+
+    /// Removes the stored block CVs of a chunk, as if an older troved had stored it.
+    fn forget_cvs(dir: &std::path::Path, chunk: &ChunkId) {
+        let path = std::ffi::CString::new(chunk_path(dir, chunk).into_os_string().into_encoded_bytes()).unwrap();
+        // SAFETY: both arguments are C strings.
+        assert_eq!(
+            unsafe { libc::removexattr(path.as_ptr(), c"user.trove.cvs".as_ptr()) },
+            0
+        );
+    }
+
+    fn stored_cvs_of(dir: &std::path::Path, chunk: &ChunkId) -> Option<BlockVerifier> {
+        store::stored_cvs(&std::fs::File::open(chunk_path(dir, chunk)).unwrap(), chunk)
+    }
+
+    /// Pins: a chunk it does not hold is an error reply (the connection goes on); a copy
+    /// damaged on disk is never accepted: with its stored CVs the blocks go out unread and
+    /// the receiver refuses the damaged one; without them the node hashes the copy first and
+    /// refuses it with `HashMismatch`.
     #[tokio::test]
     async fn get_blocks_refuses_missing_and_damaged_chunks() {
         let dir = tempfile::tempdir().unwrap();
@@ -590,19 +651,21 @@ mod tests {
             other => panic!("expected NotFound, got {other:?}"),
         }
         let victim = m.chunk(1);
-        {
-            use std::os::unix::fs::FileExt;
-            // The on-disk layout (docs/on-disk.md): chunks/<first hash byte>/<chunk ID>.
-            let path = dir
-                .path()
-                .join("chunks")
-                .join(format!("{:02x}", victim.hash().0[0]))
-                .join(victim.to_string());
-            let w = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-            let at = 40 * u64::from(BLOCK_BYTES) + 3;
-            w.write_all_at(&[bytes[(victim.offset() + at) as usize] ^ 0x10], at)
-                .unwrap();
+        let at = 40 * u64::from(BLOCK_BYTES) + 3;
+        damage(dir.path(), &victim, bytes[(victim.offset() + at) as usize], at);
+        let v = c.get_blocks(victim, 10).await.unwrap();
+        let mut buf = Vec::new();
+        for i in 10..40 {
+            c.read_block(&v, i, &mut buf).await.unwrap();
         }
+        match c.read_block(&v, 40, &mut buf).await {
+            Err(NetError::HashMismatch(chunk)) => assert_eq!(chunk, victim),
+            other => panic!("expected the damaged block to fail verification, got {other:?}"),
+        }
+
+        // The rest of that reply is still on its way: a new connection.
+        let mut c = net::connect(addr).await.unwrap();
+        forget_cvs(dir.path(), &victim);
         match c.get_blocks(victim, 10).await {
             Err(NetError::Remote {
                 code: ErrorCode::HashMismatch,
@@ -610,10 +673,47 @@ mod tests {
             }) => {}
             other => panic!("expected HashMismatch, got {other:?}"),
         }
+        assert!(
+            stored_cvs_of(dir.path(), &victim).is_none(),
+            "no CVs are kept for a damaged copy"
+        );
         // The undamaged chunks are still served on the same connection.
         let v = c.get_blocks(m.chunk(2), 63).await.unwrap();
-        let mut buf = Vec::new();
         c.read_block(&v, 63, &mut buf).await.unwrap();
         assert_eq!(buf, bytes[3 * (1 << 20) - BLOCK_BYTES as usize..]);
+    }
+
+    /// Pins: a chunk stored without block CVs (by an older troved) is served by hashing it,
+    /// and keeps the CVs from then on; CVs that do not check against the chunk ID are not
+    /// used.
+    #[tokio::test]
+    async fn get_blocks_without_stored_cvs_hashes_the_chunk_and_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = data(2 * (1 << 20));
+        let (addr, m, _) = serving(dir.path(), &bytes, 1 << 20).await;
+        let chunk = m.chunk(1);
+        assert!(stored_cvs_of(dir.path(), &chunk).is_some(), "put keeps the CVs");
+        forget_cvs(dir.path(), &chunk);
+        assert!(stored_cvs_of(dir.path(), &chunk).is_none());
+        let mut c = net::connect(addr).await.unwrap();
+        for round in 0..2 {
+            let v = c.get_blocks(chunk, 5).await.unwrap();
+            let mut buf = Vec::new();
+            for i in 5..v.n_blocks() {
+                c.read_block(&v, i, &mut buf).await.unwrap();
+            }
+            assert_eq!(buf, bytes[(2 << 20) - BLOCK_BYTES as usize..], "round {round}");
+            assert!(stored_cvs_of(dir.path(), &chunk).is_some(), "round {round}: CVs kept");
+        }
+
+        // Other CVs under the attribute (here chunk 0's) do not check and are not used.
+        let wrong = stored_cvs_of(dir.path(), &m.chunk(0)).unwrap();
+        let f = std::fs::File::open(chunk_path(dir.path(), &chunk)).unwrap();
+        assert!(store::store_cvs(&f, wrong.cvs()));
+        assert!(stored_cvs_of(dir.path(), &chunk).is_none());
+        let v = c.get_blocks(chunk, 0).await.unwrap();
+        let mut buf = Vec::new();
+        c.read_block(&v, 0, &mut buf).await.unwrap();
+        assert_eq!(buf, bytes[1 << 20..][..BLOCK_BYTES as usize]);
     }
 }

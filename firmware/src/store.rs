@@ -10,19 +10,31 @@
 //! A chunk that fails a later check (the scrubber, or a length mismatch) is moved to
 //! `quarantine/` and is never served again. See `docs/on-disk.md` for the layout.
 //!
+//! Each chunk file also carries its blocks' chaining values in an extended attribute,
+//! computed in the same pass that verifies the bytes at put: a get-blocks then sends them
+//! and the blocks straight from the page cache, instead of reading and hashing the whole
+//! chunk first. They are an optimisation, never trusted: every use checks them against the
+//! chunk ID, and a file without them (an older troved wrote it, or the filesystem has no
+//! user attributes) is hashed as before and given them.
+//!
 //! Whoever must know what the store gains and loses (the MQTT agent, which tells the
 //! controller) registers an observer with [`Store::set_observer`]: it hears every chunk that
 //! enters service ([`Change::Added`]) and every one that leaves it ([`Change::Removed`]).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use trove_common::ChunkId;
-use trove_common::id::ChunkHasher;
+use trove_common::blocks::{self, BlockVerifier};
+use trove_common::{ChunkId, Hash32};
+
+/// The extended attribute of a chunk file that holds its block chaining values: 32 bytes
+/// per block, in order, nothing else (docs/on-disk.md).
+const CVS_XATTR: &std::ffi::CStr = c"user.trove.cvs";
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -220,11 +232,11 @@ impl Store {
 
     /// Verifies and durably stores a chunk. Storing a chunk already held is a no-op.
     pub fn put(&self, chunk: &ChunkId, bytes: &[u8]) -> Result<(), StoreError> {
-        let mut hasher = ChunkHasher::new(chunk);
-        hasher.update(bytes);
-        if !hasher.matches() {
-            return Err(StoreError::HashMismatch(*chunk));
-        }
+        // One pass: the block CVs, merged up, are the chunk's hash; and they are kept.
+        let verified = (bytes.len() == chunk.len() as usize)
+            .then(|| BlockVerifier::new(*chunk, blocks::block_cvs(chunk, bytes)).ok())
+            .flatten()
+            .ok_or(StoreError::HashMismatch(*chunk))?;
         if self.contains(chunk) {
             return Ok(());
         }
@@ -243,7 +255,7 @@ impl Store {
             std::process::id(),
             self.tmp_seq.fetch_add(1, Ordering::Relaxed)
         ));
-        let result = self.write_durably(&tmp, chunk, bytes);
+        let result = self.write_durably(&tmp, chunk, bytes, verified.cvs());
         let _ = fs::remove_file(&tmp);
         match result? {
             Placed::New => {
@@ -260,13 +272,15 @@ impl Store {
     /// Writes `tmp`, then links it into place only if no chunk file is there yet (a hard link
     /// never replaces; a rename would, and two racing puts would both count the chunk).
     /// The caller removes `tmp` afterwards.
-    fn write_durably(&self, tmp: &Path, chunk: &ChunkId, bytes: &[u8]) -> Result<Placed, StoreError> {
+    fn write_durably(&self, tmp: &Path, chunk: &ChunkId, bytes: &[u8], cvs: &[Hash32]) -> Result<Placed, StoreError> {
         let mut f = OpenOptions::new()
             .write(true)
             .create_new(true)
             .open(tmp)
             .map_err(io_at(tmp))?;
         f.write_all(bytes).map_err(io_at(tmp))?;
+        // Before the fsync, so the attribute is as durable as the bytes.
+        store_cvs(&f, cvs);
         f.sync_all().map_err(io_at(tmp))?;
         drop(f);
         let to = self.path_of(chunk);
@@ -413,6 +427,42 @@ impl Drop for Reservation<'_> {
             self.store.used_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
         }
     }
+}
+
+/// The block CVs stored with the chunk file `file` of `chunk`, checked against the chunk ID;
+/// `None` if there are none or they do not check (then hash the bytes, and
+/// [`store_cvs`] the result).
+pub fn stored_cvs(file: &File, chunk: &ChunkId) -> Option<BlockVerifier> {
+    let n = blocks::n_blocks(chunk.len()) as usize;
+    let mut buf = vec![0u8; n * 32];
+    // SAFETY: the buffer is valid for writes of `buf.len()` bytes and the name is a C string.
+    let got = unsafe { libc::fgetxattr(file.as_raw_fd(), CVS_XATTR.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if got != buf.len() as isize {
+        return None;
+    }
+    let cvs = buf
+        .chunks_exact(32)
+        .map(|c| Hash32(c.try_into().expect("chunks of 32")))
+        .collect();
+    BlockVerifier::new(*chunk, cvs).ok()
+}
+
+/// Stores `cvs` with the chunk file `file`. Best effort, and says whether it worked: a
+/// filesystem without user attributes (or a chunk with more CVs than an attribute holds)
+/// simply goes without, and is hashed when its blocks are asked for.
+pub fn store_cvs(file: &File, cvs: &[Hash32]) -> bool {
+    let bytes: Vec<u8> = cvs.iter().flat_map(|h| h.0).collect();
+    // SAFETY: the value is valid for reads of `bytes.len()` bytes and the name is a C string.
+    let r = unsafe {
+        libc::fsetxattr(
+            file.as_raw_fd(),
+            CVS_XATTR.as_ptr(),
+            bytes.as_ptr().cast(),
+            bytes.len(),
+            0,
+        )
+    };
+    r == 0
 }
 
 fn fanout_of(chunk: &ChunkId) -> String {
