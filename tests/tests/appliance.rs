@@ -172,7 +172,8 @@ fn cross_built_appliances_under_qemu_serve_a_verified_download() {
         // The process really is the emulator running the cross build.
         let exe = fs::read_link(format!("/proc/{}/exe", node.pid())).expect("/proc/PID/exe");
         assert!(exe.ends_with(b.runner[0]), "{} runs as {}", b.triple, exe.display());
-        let v = wait_node(&c, node, "online", online);
+        // The state and the info (version, board) are separate messages: wait for both.
+        let v = wait_node(&c, node, "online with its info", |v| online(v) && v.version.is_some());
         assert_eq!(v.name.as_deref(), Some(b.triple));
         assert_eq!(v.version.as_deref(), Some(env!("CARGO_PKG_VERSION")));
     }
