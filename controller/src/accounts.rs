@@ -162,6 +162,20 @@ async fn verify_password(password: String, hash: String) -> Result<bool, ApiErro
     .map_err(anyhow::Error::from)?)
 }
 
+/// The label of the API token behind a browser session (`trove tokens` lists it). Tokens
+/// with this label last [`App::session_lifetime_s`] from their creation: a browser keeps
+/// its cookie for as long and a stolen one is worthless after that. Other tokens (the
+/// CLI's) last until revoked.
+pub const SESSION_LABEL: &str = "web";
+/// The default lifetime of a browser session: 30 days.
+pub const SESSION_LIFETIME_S: i64 = 30 * 24 * 3600;
+
+/// True if a token labelled `label`, created at `created_at`, is a browser session that has
+/// run out at `now`.
+pub fn session_expired(label: &str, created_at: i64, now: i64, lifetime_s: i64) -> bool {
+    label == SESSION_LABEL && now.saturating_sub(created_at) >= lifetime_s
+}
+
 pub fn new_token_string() -> anyhow::Result<String> {
     let mut b = [0u8; 24];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
@@ -287,11 +301,14 @@ pub async fn update_profile(app: &App, caller: &Caller, req: ProfileUpdate) -> R
 }
 
 async fn tokens(State(app): State<Arc<App>>, caller: Caller) -> Result<Json<Vec<TokenView>>, ApiError> {
+    let now = now_s();
     Ok(Json(
         app.db
             .tokens(caller.user_id)
             .await?
             .into_iter()
+            // A session that ran out is as good as revoked, checked or not since.
+            .filter(|t| !session_expired(&t.label, t.created_at, now, app.session_lifetime_s))
             .map(|t| TokenView {
                 current: t.hash == caller.token_hash,
                 id: t.id,
@@ -375,4 +392,19 @@ async fn enable(
     Path(name): Path<String>,
 ) -> Result<Json<UserView>, ApiError> {
     Ok(Json(set_disabled(&app, &caller, &name, false).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_browser_sessions_run_out_and_exactly_at_their_lifetime() {
+        let day = 86_400;
+        assert!(!session_expired(SESSION_LABEL, 1000, 1000 + day - 1, day));
+        assert!(session_expired(SESSION_LABEL, 1000, 1000 + day, day));
+        assert!(!session_expired("login", 1000, 1000 + 400 * day, day));
+        // A clock that went backwards leaves a session alone.
+        assert!(!session_expired(SESSION_LABEL, 1000, 0, day));
+    }
 }

@@ -22,6 +22,7 @@ use trove_common::api::{
 use trove_common::control::{JoinToken, NodeSecret};
 use trove_common::{ChunkId, FileId, Manifest, NodeId, hex};
 
+use crate::accounts;
 use crate::app::{App, now_s};
 use crate::db::{Counted, FileRow, NodeRow, ShareMeta};
 use crate::metrics::Gauges;
@@ -150,13 +151,30 @@ pub fn request_token<'h>(method: &Method, headers: &'h HeaderMap) -> Option<&'h 
 }
 
 /// Who holds `token` (counted and refused like every API request).
+/// Who `token` speaks for: nobody if it is unknown or revoked, its user disabled, or it is
+/// a browser session that has run out (revoked here, so it leaves the token list and no
+/// later check has to work it out again). The one token check: the API's, the gateway's
+/// and the dashboard's sessions.
+pub async fn owner_of_token(app: &App, token: &str) -> anyhow::Result<Option<crate::db::TokenOwner>> {
+    let now = now_s();
+    let Some(o) = app.db.user_of_token(token, now).await? else {
+        return Ok(None);
+    };
+    if accounts::session_expired(&o.label, o.created_at, now, app.session_lifetime_s) {
+        app.db.revoke_token_hash(&o.token_hash).await?;
+        tracing::info!(user = %o.name, "a browser session ran out; its token is revoked");
+        return Ok(None);
+    }
+    Ok(Some(o))
+}
+
 pub async fn caller_of_token(app: &App, token: Option<&str>) -> Result<Caller, ApiError> {
     app.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
     let Some(token) = token else {
         app.metrics.http_unauthorized.fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::NoToken);
     };
-    match app.db.user_of_token(token, now_s()).await? {
+    match owner_of_token(app, token).await? {
         Some(o) => Ok(o.into()),
         None => {
             app.metrics.http_unauthorized.fetch_add(1, Ordering::Relaxed);

@@ -39,6 +39,9 @@ pub struct App {
     /// Where browser uploads are spooled (`DATA/uploads`), emptied at start-up: a file left
     /// there by a crash belongs to an upload nobody is waiting for any more.
     pub uploads_dir: std::path::PathBuf,
+    /// How long a browser session's token is good for, from its login (see
+    /// [`crate::accounts::SESSION_LABEL`]).
+    pub session_lifetime_s: i64,
     /// What the appliances last said is moving over their connections (the fleet view).
     pub live: crate::live::Live,
     secrets: Mutex<HashMap<NodeId, NodeSecret>>,
@@ -164,6 +167,7 @@ impl App {
             availability_dirty: Mutex::new(HashSet::new()),
             ingest_queued: AtomicUsize::new(0),
             uploads_dir,
+            session_lifetime_s: crate::accounts::SESSION_LIFETIME_S,
             live: crate::live::Live::default(),
             secrets: Mutex::new(HashMap::new()),
             // Strictly increasing across restarts too: nodes ignore IDs they have passed.

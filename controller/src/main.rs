@@ -66,6 +66,9 @@ struct Args {
     /// Seconds an appliance may be offline before its chunks are copied elsewhere.
     #[arg(long, default_value_t = 300)]
     grace_secs: i64,
+    /// Seconds a browser session lasts from its login; then the browser logs in again.
+    #[arg(long, default_value_t = accounts::SESSION_LIFETIME_S)]
+    session_lifetime_secs: i64,
     /// Also run this many appliances on this machine, with data under DATA/nodes/.
     #[arg(long, default_value_t = 0)]
     local_nodes: u32,
@@ -189,7 +192,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (client, events) = rumqttc::AsyncClient::new(opts, 1024);
 
     let uploads_dir = args.data.join("uploads");
-    let app = Arc::new(App::new(
+    let mut app = App::new(
         db,
         key,
         client,
@@ -197,7 +200,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.grace_secs,
         boot_id,
         uploads_dir.clone(),
-    ));
+    );
+    app.session_lifetime_s = args.session_lifetime_secs.max(1);
+    let app = Arc::new(app);
 
     if let Some(Cmd::Enroll { name, board, boot }) = &args.command {
         // Before the enrollment: an unknown board must not leave a node nobody will join as.

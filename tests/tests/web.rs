@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use trove_common::api::SearchResults;
+use trove_common::api::{LoginResponse, SearchResults, TokenView};
 use trove_tests::*;
 
 const ONLINE_DEADLINE: Duration = Duration::from_secs(45);
@@ -599,4 +599,57 @@ fn pages_are_not_kept_in_the_browser_cache() {
     let css = alice.get("/static/trove.css");
     assert_eq!(css.status, 200);
     assert!(css.header("cache-control").is_some_and(|c| c.starts_with("public")));
+}
+
+#[test]
+fn a_browser_session_runs_out_after_its_lifetime_and_a_cli_token_does_not() {
+    // Pins: a browser session's token is refused once `--session-lifetime-secs` have passed
+    // since the login, by the pages and the API alike (a copied cookie is worth nothing
+    // after that), and leaves the token list; the cookie's Max-Age says as much to the
+    // browser; a CLI token made at the same time lives on.
+    let s = Stack::start(
+        StackKind::EmbeddedSqlite,
+        Controller::builder().arg("--session-lifetime-secs").arg("3"),
+        0,
+    );
+    signup_form(&s, "alice");
+    let mut b = WebClient::new(&url(&s));
+    let r = login_form(&mut b, "alice", "/me");
+    assert_eq!(r.status, 303, "{}", r.text());
+    let set = r.set_cookie("trove_session").expect("a session cookie");
+    assert!(set.contains("Max-Age=3;") || set.ends_with("Max-Age=3"), "{set}");
+    let session = token_of(&b);
+    let login = http(
+        "POST",
+        &format!("{}/api/v1/login", url(&s)),
+        None,
+        Some(&format!(r#"{{"name":"alice","password":"{PASSWORD}"}}"#)),
+    );
+    assert_eq!(login.status, 200, "{}", login.body);
+    let cli = login.json::<LoginResponse>().token;
+    assert_eq!(b.get("/me").status, 200, "a fresh session works");
+    assert_eq!(
+        http("GET", &format!("{}/api/v1/me", url(&s)), Some(&session), None).status,
+        200
+    );
+
+    wait_until(Duration::from_secs(30), "the session to run out", || {
+        b.get("/me").status == 303
+    });
+    let r = b.get("/me");
+    assert_eq!(
+        r.header("location"),
+        Some("/login?next=%2Fme"),
+        "back to the login page"
+    );
+    let api = http("GET", &format!("{}/api/v1/me", url(&s)), Some(&session), None);
+    assert_eq!(api.status, 401, "the API refuses the session token too: {}", api.body);
+    let tokens = http("GET", &format!("{}/api/v1/tokens", url(&s)), Some(&cli), None);
+    assert_eq!(tokens.status, 200, "the CLI token lives on: {}", tokens.body);
+    let tokens: Vec<TokenView> = tokens.json();
+    assert!(
+        tokens.iter().all(|t| t.label != "web"),
+        "run-out sessions leave the token list: {tokens:?}"
+    );
+    assert!(tokens.iter().any(|t| t.current && t.label == "login"), "{tokens:?}");
 }

@@ -17,6 +17,10 @@ pub struct TokenOwner {
     pub name: String,
     pub is_admin: bool,
     pub token_hash: [u8; 32],
+    /// The token's label and when it was made (browser sessions expire: see
+    /// `accounts::SESSION_LABEL`).
+    pub label: String,
+    pub created_at: i64,
 }
 
 /// A user as login sees it.
@@ -86,7 +90,8 @@ impl Db {
     pub async fn user_of_token(&self, token: &str, now: i64) -> anyhow::Result<Option<TokenOwner>> {
         let hash = token_hash(token);
         let row = sqlx::query(
-            "SELECT u.id, u.name, u.is_admin, t.last_used_at FROM api_tokens t JOIN users u ON u.id = t.user_id \
+            "SELECT u.id, u.name, u.is_admin, t.last_used_at, t.label, t.created_at FROM api_tokens t \
+             JOIN users u ON u.id = t.user_id \
              WHERE t.hash = $1 AND t.revoked = 0 AND u.disabled = 0",
         )
         .bind(hash.to_vec())
@@ -105,6 +110,8 @@ impl Db {
             name: r.get(1),
             is_admin: r.get::<i64, _>(2) != 0,
             token_hash: hash,
+            label: r.get(4),
+            created_at: r.get(5),
         }))
     }
 

@@ -24,7 +24,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
 
 use crate::api::Caller;
-use crate::app::{App, now_s};
+use crate::app::App;
 
 mod admin;
 mod assets;
@@ -64,10 +64,11 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .filter(|v| !v.is_empty())
 }
 
-/// `Set-Cookie` for a new session. No `Secure`: Trove runs on plain HTTP on a LAN.
-pub fn session_set_cookie(token: &str) -> HeaderValue {
+/// `Set-Cookie` for a new session, kept by the browser as long as its token is good for.
+/// No `Secure`: Trove runs on plain HTTP on a LAN.
+pub fn session_set_cookie(token: &str, lifetime_s: i64) -> HeaderValue {
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=31536000"
+        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={lifetime_s}"
     ))
     .expect("tokens are URL-safe")
 }
@@ -138,7 +139,10 @@ async fn session_of(parts: &Parts, app: &Arc<App>) -> Result<Option<Session>, We
     let Some(token) = session_cookie(&parts.headers) else {
         return Ok(None);
     };
-    let Some(owner) = app.db.user_of_token(token, now_s()).await.map_err(WebError::Internal)? else {
+    let Some(owner) = crate::api::owner_of_token(app, token)
+        .await
+        .map_err(WebError::Internal)?
+    else {
         return Ok(None);
     };
     let csrf = csrf_token(app, &owner.token_hash);

@@ -29,8 +29,6 @@ const PRE_COOKIE: &str = "trove_pre";
 const PRE_TOKEN_BYTES: usize = 16;
 /// Shares listed on a profile page.
 const PROFILE_SHARES_SHOWN: u32 = 50;
-/// The label of the API token behind a browser session (`trove tokens` lists it).
-const SESSION_LABEL: &str = "web";
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
@@ -99,9 +97,10 @@ fn with_cookie(mut res: Response, cookie: Option<HeaderValue>) -> Response {
 }
 
 /// Logged in: the session cookie, then on to `to`.
-fn logged_in(token: &str, to: &str) -> Response {
+fn logged_in(app: &App, token: &str, to: &str) -> Response {
     let mut res = Redirect::to(to).into_response();
-    res.headers_mut().append(header::SET_COOKIE, session_set_cookie(token));
+    res.headers_mut()
+        .append(header::SET_COOKIE, session_set_cookie(token, app.session_lifetime_s));
     res
 }
 
@@ -129,8 +128,8 @@ async fn signup(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
         display_name: form.get("display_name").map(str::to_owned),
     };
     let (name, display_name) = (req.name.clone(), req.display_name.clone().unwrap_or_default());
-    match accounts::sign_up(&app, req, SESSION_LABEL).await {
-        Ok(r) => Ok(logged_in(&r.token, "/")),
+    match accounts::sign_up(&app, req, accounts::SESSION_LABEL).await {
+        Ok(r) => Ok(logged_in(&app, &r.token, "/")),
         Err(e) => {
             let (status, message) = form_error(e)?;
             let page = SignupPage {
@@ -178,11 +177,11 @@ async fn login(
     let req = LoginRequest {
         name: form.text("name").trim().to_owned(),
         password: form.text("password"),
-        label: Some(SESSION_LABEL.into()),
+        label: Some(accounts::SESSION_LABEL.into()),
     };
     let name = req.name.clone();
     match accounts::log_in(&app, peer.ip(), req).await {
-        Ok(r) => Ok(logged_in(&r.token, &next)),
+        Ok(r) => Ok(logged_in(&app, &r.token, &next)),
         Err(e) => {
             let wait = match e {
                 ApiError::TooManyAttempts(s) => Some(s),
