@@ -8,8 +8,13 @@
 //! the chunk ID first, then each 16 KiB block hashed at its offset before any of its bytes
 //! is handed on, so the first verified bytes leave after one block instead of one chunk.
 //! A node that cannot answer a get-blocks (an older troved closes the connection or answers
-//! an error) is asked with whole-chunk `Get`s for [`NO_BLOCKS_RETRY`]. Reads need no grant: naming the chunk is the capability. This module does
-//! not decide what to fetch or when (that is the transfer in `gateway.rs`).
+//! an error) is asked with whole-chunk `Get`s for [`NO_BLOCKS_RETRY`]. Reads need no grant:
+//! naming the chunk is the capability.
+//!
+//! One chunk is fetched once at a time: a request wanting a chunk already on its way (a
+//! player's overlapping ranges, two viewers) waits for that fetch (`in_flight`, a cell per
+//! chunk that the fetch fills), and takes over if it fails. This module does not decide
+//! what to fetch or when (that is the transfer in `gateway.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -19,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{OnceCell, mpsc};
 use trove_common::blocks::{BLOCK_BYTES, BlockVerifier};
 use trove_common::net::{self, Client, NetError};
 use trove_common::wire::ErrorCode;
@@ -161,6 +166,9 @@ impl Drop for Conn {
 
 pub struct Fetcher {
     idle: Mutex<HashMap<NodeId, Vec<Conn>>>,
+    /// Chunks being fetched now, each with the cell its fetch fills: a second request for
+    /// one waits for that fetch instead of asking an appliance again.
+    in_flight: Mutex<HashMap<ChunkId, Arc<OnceCell<Bytes>>>>,
     local_addrs: LocalAddrs,
     /// Nodes that could not answer a get-blocks, and since when.
     no_blocks: Mutex<HashMap<NodeId, Instant>>,
@@ -173,6 +181,7 @@ impl Fetcher {
     pub fn new() -> Fetcher {
         Fetcher {
             idle: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
             local_addrs: LocalAddrs::default(),
             no_blocks: Mutex::new(HashMap::new()),
             cache: Mutex::new(Cache::new()),
@@ -192,10 +201,54 @@ impl Fetcher {
     }
 
     /// A verified chunk, from the cache or from the first of `holders` that delivers it.
-    /// Holders are tried least busy first.
+    /// Holders are tried least busy first. If the chunk is already being fetched (for
+    /// another response: a player asks for overlapping ranges), this waits for that fetch.
     pub async fn chunk(&self, metrics: &Metrics, chunk: ChunkId, holders: &[Holder]) -> Result<Bytes, FetchError> {
-        if let Some(b) = self.cache.lock().expect("cache lock").get(&chunk) {
-            metrics.gateway_cache_hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = self.cached(metrics, &chunk) {
+            return Ok(b);
+        }
+        let (cell, _) = self.in_flight(chunk);
+        let got = cell
+            .get_or_try_init(|| self.fetch_whole(metrics, chunk, holders))
+            .await
+            .cloned();
+        self.done(chunk, &cell);
+        got
+    }
+
+    /// From the cache, counted as a hit.
+    fn cached(&self, metrics: &Metrics, chunk: &ChunkId) -> Option<Bytes> {
+        let b = self.cache.lock().expect("cache lock").get(chunk)?;
+        metrics.gateway_cache_hits.fetch_add(1, Ordering::Relaxed);
+        Some(b)
+    }
+
+    /// The cell the fetch of `chunk` under way fills, and whether this caller is the first
+    /// (the one to fetch): a new one if none is under way.
+    fn in_flight(&self, chunk: ChunkId) -> (Arc<OnceCell<Bytes>>, bool) {
+        let mut map = self.in_flight.lock().expect("in_flight lock");
+        match map.get(&chunk) {
+            Some(cell) => (cell.clone(), false),
+            None => {
+                let cell = Arc::new(OnceCell::new());
+                map.insert(chunk, cell.clone());
+                (cell, true)
+            }
+        }
+    }
+
+    /// Forgets `cell` as the fetch of `chunk` once it is over (filled, so cached; or failed).
+    fn done(&self, chunk: ChunkId, cell: &Arc<OnceCell<Bytes>>) {
+        let mut map = self.in_flight.lock().expect("in_flight lock");
+        if map.get(&chunk).is_some_and(|c| Arc::ptr_eq(c, cell)) {
+            map.remove(&chunk);
+        }
+    }
+
+    /// Fetches `chunk` whole from the first of `holders` that delivers it, and caches it;
+    /// from the cache if a fetch that just ended put it there.
+    async fn fetch_whole(&self, metrics: &Metrics, chunk: ChunkId, holders: &[Holder]) -> Result<Bytes, FetchError> {
+        if let Some(b) = self.cached(metrics, &chunk) {
             return Ok(b);
         }
         let mut order: Vec<Holder> = holders.to_vec();
@@ -234,11 +287,12 @@ impl Fetcher {
     }
 
     /// Bytes `want` of `chunk`, verified, handed to `out` in order as they arrive: from the
-    /// cache in one piece; else through the block path from the least busy holder that
-    /// speaks it, piece by piece (the last piece once the whole chunk is verified and
-    /// cached, so a complete fetch is counted and cached before the caller's range ends);
-    /// and if that fails at any point, the rest after what was handed on from a whole-chunk
-    /// [`Fetcher::chunk`]. Errors go to `out` too. Returns when done, or when `out` closes.
+    /// cache in one piece; from a fetch of it already under way once that ends; else through
+    /// the block path from the least busy holder that speaks it, piece by piece, and if that
+    /// fails at any point, the rest after what was handed on from a whole-chunk fetch. The
+    /// last piece goes once the whole chunk is verified and cached, so a complete fetch is
+    /// counted and cached before the caller's range ends. Errors go to `out` too. Returns
+    /// when done, or when `out` closes (a block-path fetch completes its chunk first).
     pub async fn chunk_part(
         &self,
         metrics: &Metrics,
@@ -248,15 +302,49 @@ impl Fetcher {
         out: &Pieces,
     ) {
         debug_assert!(want.start < want.end && want.end <= chunk.len());
-        let cached = self.cache.lock().expect("cache lock").get(&chunk);
-        if let Some(b) = cached {
-            metrics.gateway_cache_hits.fetch_add(1, Ordering::Relaxed);
+        if let Some(b) = self.cached(metrics, &chunk) {
             let _ = out.send(Ok(b.slice(want.start as usize..want.end as usize))).await;
             return;
         }
+        let (cell, first) = self.in_flight(chunk);
         let mut sent = want.start;
+        let got = if first {
+            cell.get_or_try_init(|| async {
+                if let Some(b) = self.cached(metrics, &chunk) {
+                    return Ok(b);
+                }
+                match self.blocks(metrics, chunk, holders, &mut sent, want.end, out).await {
+                    Some(whole) => Ok(whole),
+                    None => self.fetch_whole(metrics, chunk, holders).await,
+                }
+            })
+            .await
+            .cloned()
+        } else {
+            // Someone else's fetch: wait for it (or take over if it fails).
+            cell.get_or_try_init(|| self.fetch_whole(metrics, chunk, holders))
+                .await
+                .cloned()
+        };
+        self.done(chunk, &cell);
+        let rest = got.map(|b| b.slice(sent as usize..want.end as usize));
+        let _ = out.send(rest).await;
+    }
+
+    /// The block path from the least busy holder that speaks it: hands on verified pieces of
+    /// `*sent..end` but the last (moving `sent` past each) and returns the whole chunk,
+    /// verified and cached; `None` if it could not (no such holder, or it failed part way).
+    async fn blocks(
+        &self,
+        metrics: &Metrics,
+        chunk: ChunkId,
+        holders: &[Holder],
+        sent: &mut u32,
+        end: u32,
+        out: &Pieces,
+    ) -> Option<Bytes> {
         let now = Instant::now();
-        let first = {
+        let h = {
             let live = self.live.lock().expect("live lock");
             let mut no_blocks = self.no_blocks.lock().expect("no_blocks lock");
             no_blocks.retain(|_, since| now.duration_since(*since) < NO_BLOCKS_RETRY);
@@ -264,46 +352,41 @@ impl Fetcher {
                 .iter()
                 .filter(|h| !no_blocks.contains_key(&h.node))
                 .min_by_key(|h| live.get(&h.node).map_or(0, |l| l.in_flight))
-                .copied()
+                .copied()?
         };
-        if let Some(h) = first {
-            self.begin(h.node, chunk.len());
-            let got = self.blocks_from(metrics, &h, chunk, &mut sent, want.end, out).await;
-            self.end(h.node, chunk.len(), got.is_ok());
-            match got {
-                Ok(()) => return,
-                Err(e) => {
-                    if matches!(
-                        e,
-                        NetError::Closed
-                            | NetError::Decode(_)
-                            | NetError::Remote {
-                                code: ErrorCode::BadRequest,
-                                ..
-                            }
-                    ) {
-                        self.no_blocks
-                            .lock()
-                            .expect("no_blocks lock")
-                            .insert(h.node, Instant::now());
-                    }
-                    tracing::warn!(node = %h.node, addr = %h.addr, offset = chunk.offset(), error = %e,
-                        "gateway: holder failed on the block path, fetching the rest whole");
+        self.begin(h.node, chunk.len());
+        let got = self.blocks_from(metrics, &h, chunk, sent, end, out).await;
+        self.end(h.node, chunk.len(), got.is_ok());
+        match got {
+            Ok(whole) => Some(whole),
+            Err(e) => {
+                if matches!(
+                    e,
+                    NetError::Closed
+                        | NetError::Decode(_)
+                        | NetError::Remote {
+                            code: ErrorCode::BadRequest,
+                            ..
+                        }
+                ) {
+                    self.no_blocks
+                        .lock()
+                        .expect("no_blocks lock")
+                        .insert(h.node, Instant::now());
                 }
+                tracing::warn!(node = %h.node, addr = %h.addr, offset = chunk.offset(), error = %e,
+                    "gateway: holder failed on the block path, fetching the rest whole");
+                None
             }
         }
-        let rest = match self.chunk(metrics, chunk, holders).await {
-            Ok(b) => Ok(b.slice(sent as usize..want.end as usize)),
-            Err(e) => Err(e),
-        };
-        let _ = out.send(rest).await;
     }
 
-    /// The block path from one holder: hands on verified pieces of `*sent..end` (moving
-    /// `sent` past each), keeps the last one until the rest of the chunk (blocks after it,
-    /// then those before the first asked) is verified and cached. When `out` closes (the
-    /// browser went away) the chunk is still completed, at most one chunk of work: it is
-    /// cached for the next request and the connection goes back to the pool in step.
+    /// The block path from one holder: hands on verified pieces of `*sent..end` but the
+    /// last (moving `sent` past each), then reads the rest of the chunk (blocks after it,
+    /// then those before the first asked), verifies and caches it, and returns it. When
+    /// `out` closes (the browser went away) the chunk is still completed, at most one chunk
+    /// of work: it is cached for the next request and the connection goes back to the pool
+    /// in step.
     async fn blocks_from(
         &self,
         metrics: &Metrics,
@@ -312,25 +395,23 @@ impl Fetcher {
         sent: &mut u32,
         end: u32,
         out: &Pieces,
-    ) -> Result<(), NetError> {
+    ) -> Result<Bytes, NetError> {
         let from = *sent / BLOCK_BYTES;
         let (mut c, v) = self.open_blocks(h, chunk, from).await?;
         let mut whole = vec![0u8; chunk.len() as usize];
         let mut block = Vec::with_capacity(BLOCK_BYTES as usize);
-        let mut last = None;
         let mut wanted = true;
         for i in from..v.n_blocks() {
             with_timeout(c.read_block(&v, i, &mut block)).await?;
             let r = v.block_range(i);
             whole[r.start as usize..r.end as usize].copy_from_slice(&block);
             let (a, b) = (r.start.max(*sent), r.end.min(end));
-            if a >= b || !wanted {
+            // The last piece waits for the whole chunk (see `chunk_part`).
+            if a >= b || b == end || !wanted {
                 continue;
             }
             let piece = Bytes::copy_from_slice(&block[(a - r.start) as usize..(b - r.start) as usize]);
-            if b == end {
-                last = Some(piece);
-            } else if out.send(Ok(piece)).await.is_ok() {
+            if out.send(Ok(piece)).await.is_ok() {
                 *sent = b;
                 // Let the response take the piece now: a woken task waits in this worker's
                 // LIFO slot until this one yields, and with the reply already buffered the
@@ -346,13 +427,9 @@ impl Fetcher {
         }
         self.put_back(h.node, c);
         metrics.gateway_chunks_fetched.fetch_add(1, Ordering::Relaxed);
-        self.cache.lock().expect("cache lock").insert(chunk, Bytes::from(whole));
-        if let Some(piece) = last.filter(|_| wanted)
-            && out.send(Ok(piece)).await.is_ok()
-        {
-            *sent = end;
-        }
-        Ok(())
+        let whole = Bytes::from(whole);
+        self.cache.lock().expect("cache lock").insert(chunk, whole.clone());
+        Ok(whole)
     }
 
     /// A connection to `h` on which a get-blocks for `chunk` was answered with checked block
