@@ -42,6 +42,8 @@ pub struct App {
     /// How long a browser session's token is good for, from its login (see
     /// [`crate::accounts::SESSION_LABEL`]).
     pub session_lifetime_s: i64,
+    /// Free space a browser upload must leave on the uploads directory's disk.
+    pub upload_reserve_bytes: u64,
     /// What the appliances last said is moving over their connections (the fleet view).
     pub live: crate::live::Live,
     secrets: Mutex<HashMap<NodeId, NodeSecret>>,
@@ -168,6 +170,7 @@ impl App {
             ingest_queued: AtomicUsize::new(0),
             uploads_dir,
             session_lifetime_s: crate::accounts::SESSION_LIFETIME_S,
+            upload_reserve_bytes: crate::web::UPLOAD_RESERVE_BYTES,
             live: crate::live::Live::default(),
             secrets: Mutex::new(HashMap::new()),
             // Strictly increasing across restarts too: nodes ignore IDs they have passed.

@@ -69,6 +69,10 @@ struct Args {
     /// Seconds a browser session lasts from its login; then the browser logs in again.
     #[arg(long, default_value_t = accounts::SESSION_LIFETIME_S)]
     session_lifetime_secs: i64,
+    /// Bytes a browser upload must leave free on the disk of DATA/uploads (the database is
+    /// usually there too); an upload that would not is refused with 507.
+    #[arg(long, default_value_t = web::UPLOAD_RESERVE_BYTES)]
+    upload_reserve_bytes: u64,
     /// Also run this many appliances on this machine, with data under DATA/nodes/.
     #[arg(long, default_value_t = 0)]
     local_nodes: u32,
@@ -202,6 +206,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         uploads_dir.clone(),
     );
     app.session_lifetime_s = args.session_lifetime_secs.max(1);
+    app.upload_reserve_bytes = args.upload_reserve_bytes;
     let app = Arc::new(app);
 
     if let Some(Cmd::Enroll { name, board, boot }) = &args.command {

@@ -653,3 +653,35 @@ fn a_browser_session_runs_out_after_its_lifetime_and_a_cli_token_does_not() {
     );
     assert!(tokens.iter().any(|t| t.current && t.label == "login"), "{tokens:?}");
 }
+
+#[test]
+fn an_upload_the_disk_has_no_room_for_is_refused_with_507_and_leaves_nothing() {
+    // Pins: before reading a byte, an upload whose declared size would leave less than the
+    // reserve free on the controller's disk is refused with 507 and a message pointing at
+    // `trove share`; nothing is spooled and nothing registered. (A reserve no disk can meet
+    // stands in for a full disk.)
+    let s = Stack::start(
+        StackKind::EmbeddedSqlite,
+        Controller::builder()
+            .arg("--upload-reserve-bytes")
+            .arg(&u64::MAX.to_string()),
+        0,
+    );
+    let mut alice = signup_form(&s, "alice");
+    let csrf = csrf_of(&mut alice);
+    let bytes = vec![7u8; 100_000];
+    let r = upload(&mut alice, Some(&csrf), &[("name", "big.bin")], &bytes);
+    assert_eq!(r.status, 507, "{}", r.text());
+    let answer: serde_json::Value = serde_json::from_slice(&r.body).expect("a JSON error");
+    assert_eq!(answer["error"].as_str(), Some("insufficient_storage"), "{answer}");
+    assert!(
+        answer["message"].as_str().is_some_and(|m| m.contains("trove share")),
+        "{answer}"
+    );
+    let spooled: Vec<_> = std::fs::read_dir(s.controller.data_dir().join("uploads"))
+        .expect("DATA/uploads")
+        .collect();
+    assert!(spooled.is_empty(), "nothing is spooled: {spooled:?}");
+    let r = api_search(&s, &token_of(&alice), "");
+    assert_eq!(r.total, 0, "nothing is registered: {:?}", r.hits);
+}

@@ -31,6 +31,8 @@ mod assets;
 mod fleet;
 mod pages;
 
+pub use pages::UPLOAD_RESERVE_BYTES;
+
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "trove_session";
 /// The form field and the header that carry the CSRF token.

@@ -25,6 +25,7 @@ mod file;
 mod find;
 mod mine;
 mod share;
+pub use share::SPOOL_RESERVE_BYTES as UPLOAD_RESERVE_BYTES;
 
 /// The Content-Security-Policy of every page: scripts, styles and media from this origin
 /// only, no plugins, no framing.

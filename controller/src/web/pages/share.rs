@@ -38,8 +38,9 @@ use crate::web::{Chrome, MaybeSession, Session, render};
 pub const UPLOAD_BYTES_MAX: u64 = 64 << 30;
 /// Uploads spooled at once: each holds disk space in `DATA/uploads` until its chunks are out.
 const UPLOADS_AT_ONCE: usize = 4;
-/// Space an upload must leave free on the controller's disk (the database lives there too).
-const SPOOL_RESERVE_BYTES: u64 = 1 << 30;
+/// Space an upload must leave free on the controller's disk (the database lives there
+/// too), unless `--upload-reserve-bytes` says otherwise.
+pub const SPOOL_RESERVE_BYTES: u64 = 1 << 30;
 /// How often, in bytes spooled, the free space is checked again.
 const SPOOL_CHECK_BYTES: u64 = 256 << 20;
 
@@ -139,7 +140,7 @@ async fn upload(
     if declared.is_some_and(|n| n > UPLOAD_BYTES_MAX) {
         return too_large();
     }
-    if declared.is_some_and(|n| !room_for(&app.uploads_dir, n)) {
+    if declared.is_some_and(|n| !room_for(&app, n)) {
         return no_room();
     }
     let Ok(_slot) = UPLOADS.try_acquire() else {
@@ -168,10 +169,10 @@ fn too_large() -> Response {
     )
 }
 
-/// Whether `dir`'s file system can take `bytes` more and keep [`SPOOL_RESERVE_BYTES`] free.
-/// Unknown free space (statvfs failed) counts as room: the write itself will say.
-fn room_for(dir: &std::path::Path, bytes: u64) -> bool {
-    free_bytes(dir).is_none_or(|free| free >= bytes.saturating_add(SPOOL_RESERVE_BYTES))
+/// Whether the uploads directory's file system can take `bytes` more and keep the upload
+/// reserve free. Unknown free space (statvfs failed) counts as room: the write will say.
+fn room_for(app: &App, bytes: u64) -> bool {
+    free_bytes(&app.uploads_dir).is_none_or(|free| free >= bytes.saturating_add(app.upload_reserve_bytes))
 }
 
 fn free_bytes(dir: &std::path::Path) -> Option<u64> {
@@ -244,8 +245,7 @@ async fn upload_inner(app: &App, caller: &Caller, raw: &str, mut body: Body) -> 
             return Err(UploadError::TooLarge);
         }
         // Crossing a check mark: is there still room beside the database?
-        if size / SPOOL_CHECK_BYTES != (size - data.len() as u64) / SPOOL_CHECK_BYTES && !room_for(&app.uploads_dir, 0)
-        {
+        if size / SPOOL_CHECK_BYTES != (size - data.len() as u64) / SPOOL_CHECK_BYTES && !room_for(app, 0) {
             return Err(UploadError::NoRoom);
         }
         if head.len() < SNIFF_BYTES {
