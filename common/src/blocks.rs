@@ -20,6 +20,8 @@ use core::ops::Range;
 
 use blake3::hazmat::{HasherExt, Mode, merge_subtrees_non_root, merge_subtrees_root};
 
+use crate::manifest::{left_len, subtree_cv};
+
 use crate::id::{ChunkId, Hash32};
 pub use crate::limits::{BLOCK_BYTES, CHUNK_BLOCKS_MAX};
 
@@ -134,23 +136,6 @@ impl BlockVerifier {
     pub fn cvs(&self) -> &[Hash32] {
         &self.cvs
     }
-}
-
-/// The CV of a subtree of one or more blocks (never the root).
-fn subtree_cv(cvs: &[Hash32]) -> [u8; 32] {
-    if let [only] = cvs {
-        return only.0;
-    }
-    let (l, r) = cvs.split_at(left_len(cvs.len()));
-    merge_subtrees_non_root(&subtree_cv(l), &subtree_cv(r), Mode::Hash)
-}
-
-/// BLAKE3's rule: a left subtree holds the largest power of two of blocks strictly below
-/// `n`. Blocks are a power of two of 1 KiB leaves, so this is BLAKE3's own split (as for
-/// chunks in [`crate::manifest`]), also when the last block is short.
-fn left_len(n: usize) -> usize {
-    debug_assert!(n >= 2);
-    1 << (usize::BITS - 1 - (n - 1).leading_zeros())
 }
 
 #[cfg(test)]

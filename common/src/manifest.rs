@@ -186,8 +186,9 @@ fn root_of(hashes: &[Hash32]) -> Hash32 {
     }
 }
 
-/// The chaining value of a subtree of one or more chunks (never the root).
-fn subtree_cv(hashes: &[Hash32]) -> [u8; 32] {
+/// The chaining value of a subtree of one or more chunks (never the root); also of blocks
+/// within a chunk ([`crate::blocks`]).
+pub(crate) fn subtree_cv(hashes: &[Hash32]) -> [u8; 32] {
     if let [only] = hashes {
         return only.0;
     }
@@ -196,8 +197,9 @@ fn subtree_cv(hashes: &[Hash32]) -> [u8; 32] {
 }
 
 /// BLAKE3's rule: a left subtree holds the largest power of two of chunks strictly below `n`.
-/// With power-of-two chunk sizes this matches BLAKE3's own split on 1 KiB leaves.
-fn left_len(n: usize) -> usize {
+/// With power-of-two chunk sizes this matches BLAKE3's own split on 1 KiB leaves (so it does
+/// for 16 KiB blocks, also when the last one is short).
+pub(crate) fn left_len(n: usize) -> usize {
     debug_assert!(n >= 2);
     1 << (usize::BITS - 1 - (n - 1).leading_zeros())
 }

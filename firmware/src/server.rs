@@ -212,12 +212,34 @@ async fn send_chunk(
         Ok(f) => f,
         Err(e) => return net::write_response(writer, scratch, &store_error(req, e), &[]).await,
     };
-    net::write_response_header(writer, scratch, &Response::Chunk { req, range }).await?;
+    send_from_file(
+        writer,
+        scratch,
+        node,
+        meter,
+        &Response::Chunk { req, range },
+        &file,
+        range,
+    )
+    .await
+}
+
+/// Sends `resp`'s header, then bytes `range` of `file` as its body with `sendfile`.
+async fn send_from_file(
+    writer: &mut BufWriter<OwnedWriteHalf>,
+    scratch: &mut Vec<u8>,
+    node: &Node,
+    meter: &Meter<'_>,
+    resp: &Response,
+    file: &std::fs::File,
+    range: ByteRange,
+) -> Result<(), NetError> {
+    net::write_response_header(writer, scratch, resp).await?;
     // The header must leave before the body goes around the buffer.
     writer.flush().await?;
     sendfile_all(
         writer.get_ref().as_ref(),
-        &file,
+        file,
         u64::from(range.start()),
         range.len() as usize,
         meter,
@@ -255,13 +277,7 @@ async fn send_blocks(
             range,
             cvs: v.cvs().to_vec(),
         };
-        net::write_response_header(writer, scratch, &resp).await?;
-        // The header must leave before the body goes around the buffer.
-        writer.flush().await?;
-        let (start, len) = (u64::from(range.start()), range.len() as usize);
-        sendfile_all(writer.get_ref().as_ref(), &file, start, len, meter).await?;
-        node.bytes_served.fetch_add(len as u64, Ordering::Relaxed);
-        return Ok(());
+        return send_from_file(writer, scratch, node, meter, &resp, &file, range).await;
     }
     let _budget = node.hold_body(u64::from(chunk.len())).await;
     let read = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
