@@ -98,6 +98,7 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
+    keep_freed_chunk_buffers();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,rumqttd=warn".into()),
@@ -109,6 +110,32 @@ fn main() -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(run(args))
 }
+
+/// Tells glibc's allocator to keep freed chunk buffers for reuse instead of handing them
+/// back to the kernel. The gateway allocates and frees a 1 MiB buffer per chunk it
+/// streams; by default glibc trims the heap top (or unmaps) on many of those frees, and the
+/// next buffer is faulted in again page by page and zeroed: 28k page faults per GiB
+/// streamed, 7% of the gateway's CPU. Chunk-sized buffers now come from the heap and up to
+/// [`HEAP_KEPT_FREE_BYTES`] of free heap stays mapped, about twice the gateway's cache.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn keep_freed_chunk_buffers() {
+    // SAFETY: mallopt only changes allocator parameters, and runs before any other thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, HEAP_KEPT_FREE_BYTES);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn keep_freed_chunk_buffers() {}
+
+/// Allocations from this size up get their own mapping: above any chunk buffer. (On a
+/// 32-bit board glibc refuses a threshold over 16 MiB, and keeps its default.)
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD_BYTES: libc::c_int = 2 * trove_common::limits::CHUNK_BYTES_MAX as libc::c_int;
+/// Free heap kept mapped before glibc gives memory back.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const HEAP_KEPT_FREE_BYTES: libc::c_int = 128 << 20;
 
 async fn run(args: Args) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data).with_context(|| format!("creating {}", args.data.display()))?;
