@@ -110,6 +110,34 @@ impl Cache {
     }
 }
 
+/// A chunk being fetched: the cell its fetch fills, and the requests waiting for it.
+struct Wanted {
+    cell: Arc<OnceCell<Bytes>>,
+    requests: usize,
+}
+
+/// One request's part in a chunk's fetch ([`Fetcher::in_flight`]). Dropping it, when done
+/// or when the request's task is aborted, leaves: the last request out forgets the fetch
+/// (by then it filled its cell, so the chunk is cached, or every attempt failed).
+struct InFlightPart<'a> {
+    fetcher: &'a Fetcher,
+    chunk: ChunkId,
+    cell: Arc<OnceCell<Bytes>>,
+    first: bool,
+}
+
+impl Drop for InFlightPart<'_> {
+    fn drop(&mut self) {
+        let mut map = self.fetcher.in_flight.lock().expect("in_flight lock");
+        if let Some(w) = map.get_mut(&self.chunk) {
+            w.requests -= 1;
+            if w.requests == 0 {
+                map.remove(&self.chunk);
+            }
+        }
+    }
+}
+
 /// What is moving from one appliance now.
 #[derive(Default)]
 struct Live {
@@ -166,9 +194,11 @@ impl Drop for Conn {
 
 pub struct Fetcher {
     idle: Mutex<HashMap<NodeId, Vec<Conn>>>,
-    /// Chunks being fetched now, each with the cell its fetch fills: a second request for
-    /// one waits for that fetch instead of asking an appliance again.
-    in_flight: Mutex<HashMap<ChunkId, Arc<OnceCell<Bytes>>>>,
+    /// Chunks being fetched now, each with the cell its fetch fills and how many requests
+    /// want it: a second request for one waits for that fetch instead of asking an
+    /// appliance again. The entry lives until the last of them is done, so a request that
+    /// comes after a failed fetch joins the one that took over instead of starting another.
+    in_flight: Mutex<HashMap<ChunkId, Wanted>>,
     local_addrs: LocalAddrs,
     /// Nodes that could not answer a get-blocks, and since when.
     no_blocks: Mutex<HashMap<NodeId, Instant>>,
@@ -207,13 +237,11 @@ impl Fetcher {
         if let Some(b) = self.cached(metrics, &chunk) {
             return Ok(b);
         }
-        let (cell, _) = self.in_flight(chunk);
-        let got = cell
+        let part = self.in_flight(chunk);
+        part.cell
             .get_or_try_init(|| self.fetch_whole(metrics, chunk, holders))
             .await
-            .cloned();
-        self.done(chunk, &cell);
-        got
+            .cloned()
     }
 
     /// From the cache, counted as a hit.
@@ -223,25 +251,20 @@ impl Fetcher {
         Some(b)
     }
 
-    /// The cell the fetch of `chunk` under way fills, and whether this caller is the first
-    /// (the one to fetch): a new one if none is under way.
-    fn in_flight(&self, chunk: ChunkId) -> (Arc<OnceCell<Bytes>>, bool) {
+    /// This request's part in the fetch of `chunk` under way: a new fetch if none is, and
+    /// then this request is the first (the one to fetch).
+    fn in_flight(&self, chunk: ChunkId) -> InFlightPart<'_> {
         let mut map = self.in_flight.lock().expect("in_flight lock");
-        match map.get(&chunk) {
-            Some(cell) => (cell.clone(), false),
-            None => {
-                let cell = Arc::new(OnceCell::new());
-                map.insert(chunk, cell.clone());
-                (cell, true)
-            }
-        }
-    }
-
-    /// Forgets `cell` as the fetch of `chunk` once it is over (filled, so cached; or failed).
-    fn done(&self, chunk: ChunkId, cell: &Arc<OnceCell<Bytes>>) {
-        let mut map = self.in_flight.lock().expect("in_flight lock");
-        if map.get(&chunk).is_some_and(|c| Arc::ptr_eq(c, cell)) {
-            map.remove(&chunk);
+        let w = map.entry(chunk).or_insert_with(|| Wanted {
+            cell: Arc::new(OnceCell::new()),
+            requests: 0,
+        });
+        w.requests += 1;
+        InFlightPart {
+            fetcher: self,
+            chunk,
+            cell: w.cell.clone(),
+            first: w.requests == 1,
         }
     }
 
@@ -306,27 +329,29 @@ impl Fetcher {
             let _ = out.send(Ok(b.slice(want.start as usize..want.end as usize))).await;
             return;
         }
-        let (cell, first) = self.in_flight(chunk);
+        let part = self.in_flight(chunk);
         let mut sent = want.start;
-        let got = if first {
-            cell.get_or_try_init(|| async {
-                if let Some(b) = self.cached(metrics, &chunk) {
-                    return Ok(b);
-                }
-                match self.blocks(metrics, chunk, holders, &mut sent, want.end, out).await {
-                    Some(whole) => Ok(whole),
-                    None => self.fetch_whole(metrics, chunk, holders).await,
-                }
-            })
-            .await
-            .cloned()
+        let got = if part.first {
+            part.cell
+                .get_or_try_init(|| async {
+                    if let Some(b) = self.cached(metrics, &chunk) {
+                        return Ok(b);
+                    }
+                    match self.blocks(metrics, chunk, holders, &mut sent, want.end, out).await {
+                        Some(whole) => Ok(whole),
+                        None => self.fetch_whole(metrics, chunk, holders).await,
+                    }
+                })
+                .await
+                .cloned()
         } else {
             // Someone else's fetch: wait for it (or take over if it fails).
-            cell.get_or_try_init(|| self.fetch_whole(metrics, chunk, holders))
+            part.cell
+                .get_or_try_init(|| self.fetch_whole(metrics, chunk, holders))
                 .await
                 .cloned()
         };
-        self.done(chunk, &cell);
+        drop(part);
         let rest = got.map(|b| b.slice(sent as usize..want.end as usize));
         let _ = out.send(rest).await;
     }
@@ -575,6 +600,26 @@ mod tests {
         assert!(c.contains(&chunk(n as u64, mib as u32)));
         assert_eq!(c.bytes, CACHE_BYTES_MAX);
         assert_eq!(c.map.len(), c.order.len());
+    }
+
+    #[test]
+    fn a_fetch_is_forgotten_only_when_its_last_request_leaves() {
+        let f = Fetcher::new();
+        let c = chunk(1, 1 << 20);
+        let first = f.in_flight(c);
+        let second = f.in_flight(c);
+        assert!(first.first && !second.first);
+        // The first request fails and leaves while the second takes over: a request that
+        // comes now joins that fetch instead of starting its own.
+        drop(first);
+        let late = f.in_flight(c);
+        assert!(!late.first);
+        assert!(Arc::ptr_eq(&late.cell, &second.cell));
+        drop(second);
+        drop(late);
+        assert!(f.in_flight.lock().unwrap().is_empty());
+        // The next request for it starts a fetch again.
+        assert!(f.in_flight(c).first);
     }
 
     #[test]
