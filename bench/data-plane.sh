@@ -27,13 +27,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. bench/lib.sh
 # utime+stime of a process, in clock ticks.
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 ticks_of() { local t=0; for p in "$@"; do t=$((t + $(cpu_ticks "$p"))); done; echo "$t"; }
 TICKS=$(getconf CLK_TCK)
 now() { date +%s.%N; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 echo "== preparing a ${SIZE_MIB} MiB random file"
 mkdir -p "$WORK/www"
@@ -59,29 +58,8 @@ t1=$(now)
 printf 'put: %d MiB x 3 replicas (fsync per chunk) in %.1f s\n' "$SIZE_MIB" "$(echo "$t1 - $t0" | bc -l)"
 
 echo "== starting nginx (sendfile on) on 3 ports"
-mkdir -p "$WORK/nginx"
 P1=$(free_port); P2=$(free_port); P3=$(free_port)
-cat >"$WORK/nginx/nginx.conf" <<CONF
-worker_processes 2;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 64; }
-http {
-  access_log off;
-  sendfile on; tcp_nopush on;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
-  uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
-  server { listen 127.0.0.1:$P1; root $WORK/www; }
-  server { listen 127.0.0.1:$P2; root $WORK/www; }
-  server { listen 127.0.0.1:$P3; root $WORK/www; }
-}
-CONF
-nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>/dev/null &
-PIDS+=($!)
-ready=
-for _ in $(seq 200); do curl -sf -o /dev/null -r 0-0 "http://127.0.0.1:$P1/file" && { ready=1; break; }; sleep 0.05; done
-[ -n "$ready" ] || { echo "bench: nginx did not serve the file:" >&2; cat "$WORK/nginx/error.log" >&2; exit 1; }
+start_nginx "$WORK" file "$P1" "$P2" "$P3"
 NGINX_PIDS=$(pgrep -f "nginx: worker process" | tr '\n' ' ')
 
 # Warm the page cache for both servers (same file content, different copies on disk).

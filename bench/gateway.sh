@@ -36,8 +36,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+. bench/lib.sh
 
 echo "== preparing a ${SIZE_MIB} MiB random file"
 mkdir -p "$WORK/www" "$WORK/ctl"
@@ -67,27 +66,9 @@ printf 'share: %d MiB in %.1f s\n' "$SIZE_MIB" "$(echo "$(date +%s.%N) - $t0" | 
 GW="$CTL/api/v1/files/$FILE_ID/content"
 
 echo "== starting nginx (sendfile on)"
-mkdir -p "$WORK/nginx"
 PORT=$(free_port)
-cat >"$WORK/nginx/nginx.conf" <<CONF
-worker_processes 2;
-daemon off;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/error.log;
-events { worker_connections 64; }
-http {
-  access_log off;
-  sendfile on; tcp_nopush on;
-  client_body_temp_path $WORK/nginx; proxy_temp_path $WORK/nginx; fastcgi_temp_path $WORK/nginx;
-  uwsgi_temp_path $WORK/nginx; scgi_temp_path $WORK/nginx;
-  server { listen 127.0.0.1:$PORT; root $WORK/www; }
-}
-CONF
-nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" 2>/dev/null &
+start_nginx "$WORK" file.mp4 "$PORT"
 NGINX="http://127.0.0.1:$PORT/file.mp4"
-ready=
-for _ in $(seq 200); do curl -sf -o /dev/null -r 0-0 "$NGINX" && { ready=1; break; }; sleep 0.05; done
-[ -n "$ready" ] || { echo "bench: nginx did not serve the file:" >&2; cat "$WORK/nginx/error.log" >&2; exit 1; }
 
 # Warm the page cache for both servers (the same bytes, separate copies on disk): every
 # copy on every appliance, since the gateway may ask any holder. Again before each part:
