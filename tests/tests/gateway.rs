@@ -60,6 +60,22 @@ fn signup(s: &Stack, name: &str) -> User {
 
 /// Shares `path` as `user` and waits (`--wait`) until every chunk has its copies; returns
 /// the FileId.
+/// A random file of `size` bytes (from `seed`) written to `dir` as `name` and shared by
+/// `user` as `kind`: its bytes and its file ID.
+fn share_random(
+    s: &Stack,
+    user: &User,
+    dir: &tempfile::TempDir,
+    name: &str,
+    size: u64,
+    seed: u64,
+    kind: &str,
+) -> (Vec<u8>, String) {
+    let path = dir.path().join(name);
+    random_file(&path, size, seed);
+    (std::fs::read(&path).unwrap(), share(s, user, &path, kind, false))
+}
+
 fn share(s: &Stack, user: &User, path: &Path, kind: &str, private: bool) -> String {
     let mut args = vec!["--kind", kind];
     if private {
@@ -203,10 +219,7 @@ fn concurrent_requests_for_the_same_chunks_fetch_each_once() {
     let s = start(3);
     let alice = signup(&s, "alice");
     let dir = tempdir();
-    let path = dir.path().join("talk.mp4");
-    random_file(&path, 12 * MIB, 53);
-    let bytes = std::fs::read(&path).unwrap();
-    let id = share(&s, &alice, &path, "video", false);
+    let (bytes, id) = share_random(&s, &alice, &dir, "talk.mp4", 12 * MIB, 53, "video");
     let before = metric(&s, "trove_gateway_chunks_fetched_total");
     // Six requests over chunks 2..8, starting in different chunks and at different places.
     let ranges: Vec<(u64, u64)> = (0..6u64)
@@ -243,11 +256,8 @@ fn ranges_are_exact_and_fetch_only_the_chunks_they_cover() {
     let s = start(3);
     let alice = signup(&s, "alice");
     let dir = tempdir();
-    let path = dir.path().join("clip.mp4");
     let size = 40 * MIB + 123;
-    random_file(&path, size, 51);
-    let bytes = std::fs::read(&path).unwrap();
-    let id = share(&s, &alice, &path, "video", false);
+    let (bytes, id) = share_random(&s, &alice, &dir, "clip.mp4", size, 51, "video");
     let t = Some(alice.token.as_str());
     let n_chunks = size.div_ceil(MIB);
 
@@ -463,11 +473,8 @@ fn a_holder_killed_mid_stream_is_replaced_by_another() {
     let mut s = start(3);
     let alice = signup(&s, "alice");
     let dir = tempdir();
-    let path = dir.path().join("film.mkv");
     let size = 30 * MIB + 5;
-    random_file(&path, size, 54);
-    let bytes = std::fs::read(&path).unwrap();
-    let id = share(&s, &alice, &path, "video", false);
+    let (bytes, id) = share_random(&s, &alice, &dir, "film.mkv", size, 54, "video");
 
     let (mut r, status, len) = raw_get(&s, &alice.token, &id, None);
     assert_eq!((status, len), (200, size));
@@ -502,11 +509,8 @@ fn ranges_starting_anywhere_in_a_cold_first_chunk_are_exact() {
     let t = Some(alice.token.as_str());
 
     // 24 whole chunks, then a last chunk of 2 blocks and 123 bytes.
-    let path = dir.path().join("big.bin");
     let size = 24 * MIB + 2 * BLOCK + 123;
-    random_file(&path, size, 61);
-    let bytes = std::fs::read(&path).unwrap();
-    let id = share(&s, &alice, &path, "other", false);
+    let (bytes, id) = share_random(&s, &alice, &dir, "big.bin", size, 61, "other");
     // (chunk, offset within it, bytes wanted or None for open-ended). Each chunk is asked
     // once, so each request meets a cold first chunk.
     let cases: &[(u64, u64, Option<u64>)] = &[
@@ -590,20 +594,18 @@ fn ranges_starting_anywhere_in_a_cold_first_chunk_are_exact() {
 }
 
 /// Pins: a holder whose stored copy is damaged never gets a bad byte to the browser. troved
-/// refuses the block path for a copy that does not verify; the gateway then fetches the chunk
-/// whole, rejects the damaged copy from that holder by its hash, and takes another holder's.
+/// sends the blocks against the CVs it stored with the chunk, so the gateway refuses the
+/// damaged block itself; it then fetches the chunk whole, rejects the damaged copy from that
+/// holder by its hash, and takes another holder's.
 #[test]
 fn a_damaged_copy_never_reaches_the_browser() {
     use std::os::unix::fs::FileExt;
     let s = start(3);
     let alice = signup(&s, "alice");
     let dir = tempdir();
-    let path = dir.path().join("film.mp4");
     let size = 6 * MIB + 999;
-    random_file(&path, size, 62);
-    let bytes = std::fs::read(&path).unwrap();
-    let id = share(&s, &alice, &path, "video", false);
-    let m = manifest_of(&path, trove_common::limits::CHUNK_BYTES_DEFAULT);
+    let (bytes, id) = share_random(&s, &alice, &dir, "film.mp4", size, 62, "video");
+    let m = manifest_of(&dir.path().join("film.mp4"), trove_common::limits::CHUNK_BYTES_DEFAULT);
     // Chunks 0..3 damaged on two of the three holders, one block in the middle of each. The
     // gateway spreads consecutive chunks over the holders, so for some of them a damaged
     // copy is the first asked.
