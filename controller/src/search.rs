@@ -16,7 +16,7 @@ use trove_common::api::{EventRequest, KINDS, MeView, Recommendation, SearchHit, 
 
 use crate::api::{ApiError, Caller};
 use crate::app::{App, now_s};
-use crate::db::{FileFacts, SearchQuery};
+use crate::db::{FileFacts, Ranked, SearchQuery};
 use crate::text;
 
 const PER_PAGE_DEFAULT: u32 = 20;
@@ -111,6 +111,16 @@ fn hit(f: &FileFacts, relevance: f64, score: f64) -> SearchHit {
     }
 }
 
+/// A search hit: availability as the ranking saw it, so that it agrees with the hit's score
+/// and place (the facts come from a later statement; the availability loop may have moved
+/// it in between).
+fn search_hit(f: &FileFacts, r: &Ranked) -> SearchHit {
+    let mut h = hit(f, r.relevance, r.score);
+    h.availability = r.availability;
+    h.available = r.availability > 0;
+    h
+}
+
 async fn search(
     State(app): State<Arc<App>>,
     caller: Caller,
@@ -135,7 +145,7 @@ pub async fn find(app: &App, caller: &Caller, raw: Option<&str>) -> Result<Searc
         .collect();
     let hits = ranked
         .iter()
-        .filter_map(|r| Some(hit(facts.get(&r.file_id)?, r.relevance, r.score)))
+        .filter_map(|r| Some(search_hit(facts.get(&r.file_id)?, r)))
         .collect();
     Ok(SearchResults {
         hits,

@@ -77,10 +77,18 @@ pub const SEARCH_CANDIDATES: u32 = 2000;
 pub const FTS_WINDOW: u32 = SEARCH_CANDIDATES;
 
 /// One ranked result: the file, its relevance in (0, 1], and its score.
+/// The order of search results (over `r` and `page` in [`Db::search`]): files nobody can
+/// download now last, then by score, newest, ID.
+const RANK_ORDER: &str = "CASE WHEN b > 0 THEN 0 ELSE 1 END, score DESC, newest DESC, id";
+
 pub struct Ranked {
     pub file_id: FileId,
     pub relevance: f64,
     pub score: f64,
+    /// `files.availability` as the ranking saw it: read in the ranking's statement (for the
+    /// page's rows only, after the limit), so a hit's availability always agrees with its
+    /// score and place, whatever the availability loop wrote since.
+    pub availability: u32,
 }
 
 /// Live holders of a file's scarcest chunk; for a file of no chunks, the online node count.
@@ -373,12 +381,13 @@ impl Db {
         let sql = format!(
             "WITH {ctes}m AS ({matched}{filters} ORDER BY {order} LIMIT {SEARCH_CANDIDATES}), \
              g AS (SELECT file_id, MAX(rel) AS rel, MAX(created_at) AS newest, MAX(b) AS b FROM m GROUP BY file_id), \
-             r AS (SELECT file_id AS id, b, newest, COALESCE(rel / NULLIF(MAX(rel) OVER (), 0), 1.0) AS relevance FROM g) \
-             SELECT id, relevance, \
+             r AS (SELECT file_id AS id, b, newest, COALESCE(rel / NULLIF(MAX(rel) OVER (), 0), 1.0) AS relevance FROM g), \
+             page AS (SELECT id, b, newest, relevance, \
                relevance * (0.5 + 0.5 * (CASE WHEN b >= 3 THEN 3 ELSE b END) / 3.0) AS score, \
                COUNT(*) OVER () AS total \
-             FROM r ORDER BY CASE WHEN b > 0 THEN 0 ELSE 1 END, score DESC, newest DESC, id \
-             LIMIT {limit} OFFSET {offset}"
+             FROM r ORDER BY {RANK_ORDER} LIMIT {limit} OFFSET {offset}) \
+             SELECT id, relevance, score, total, (SELECT f.availability FROM files f WHERE f.id = page.id) \
+             FROM page ORDER BY {RANK_ORDER}"
         );
         let mut query = sqlx::query(&sql);
         for a in args {
@@ -396,6 +405,7 @@ impl Db {
                     file_id: file_id_at(r, 0)?,
                     relevance: r.get(1),
                     score: r.get(2),
+                    availability: r.get::<i64, _>(4).clamp(0, i64::from(u32::MAX)) as u32,
                 })
             })
             .collect();

@@ -15,7 +15,7 @@ mod files;
 mod fleet;
 mod people;
 
-pub use files::{FileFacts, FileRow, SearchQuery, ShareMeta};
+pub use files::{FileFacts, FileRow, Ranked, SearchQuery, ShareMeta};
 pub use fleet::{ChunkState, HaveDelta, NodeRow};
 pub use people::TokenOwner;
 
