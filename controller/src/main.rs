@@ -15,6 +15,7 @@ mod ingest;
 mod live;
 mod local;
 mod metrics;
+mod mosquitto;
 mod plan;
 mod provision;
 mod repair;
@@ -60,6 +61,12 @@ struct Args {
     mqtt_username: Option<String>,
     #[arg(long, env = "TROVE_MQTT_PASSWORD")]
     mqtt_password: Option<String>,
+    /// With an external Mosquitto: keep its password and ACL files in this directory
+    /// (trove.passwd, trove.acl), so each appliance logs in with its own credentials and may
+    /// publish only under its own topics. Mosquitto must be reloaded when they change
+    /// (hardware/systemd/trove-mosquitto-reload.path does that).
+    #[arg(long, requires_all = ["mqtt_url", "mqtt_username", "mqtt_password"])]
+    mosquitto_auth: Option<PathBuf>,
     /// sqlite://PATH or postgres://USER@HOST:PORT/DB (default: SQLite in the data directory).
     #[arg(long, env = "TROVE_DATABASE_URL")]
     database_url: Option<String>,
@@ -290,6 +297,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(repair::repair_loop(app.clone()));
     tokio::spawn(repair::inventory_loop(app.clone()));
     tokio::spawn(availability::availability_loop(app.clone()));
+    if let (Some(dir), Some(user), Some(password)) = (&args.mosquitto_auth, &args.mqtt_username, &args.mqtt_password) {
+        mosquitto::keep_files(app.clone(), dir.clone(), user.clone(), password.clone()).await?;
+    }
 
     let listener = tokio::net::TcpListener::bind(args.http)
         .await

@@ -1622,7 +1622,8 @@ fn as_postgres_prepare(dir: &Path) {
 /// How long Mosquitto may take to accept connections.
 pub const MOSQUITTO_START_DEADLINE: Duration = Duration::from_secs(20);
 
-/// A `mosquitto` child on a free loopback port: anonymous clients allowed, no persistence.
+/// A `mosquitto` child on a free loopback port, no persistence: anonymous clients allowed,
+/// or ([`Mosquitto::start_with_auth`]) the controller's password and ACL files.
 /// Killed on drop. Panics if Mosquitto is not installed (`apt-get install -y mosquitto`).
 pub struct Mosquitto {
     port: u16,
@@ -1634,6 +1635,48 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start() -> Mosquitto {
+        Mosquitto::start_with("allow_anonymous true\n")
+    }
+
+    /// With the password and ACL files the controller keeps in `dir` (`--mosquitto-auth`):
+    /// no anonymous clients. The files are created empty if the controller has not written
+    /// them yet; [`Mosquitto::reload`] reads them again.
+    pub fn start_with_auth(dir: &Path) -> Mosquitto {
+        // Started as root, Mosquitto drops to the `mosquitto` user before it reloads the
+        // files: as in a deployment, the directory is the `mosquitto` group's, and setgid so
+        // the files the controller writes there are too.
+        if unsafe { libc::geteuid() } == 0
+            && let Some(gid) = group_id("mosquitto")
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::os::unix::fs::chown(dir, None, Some(gid)).expect("chgrp mosquitto");
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o2750)).expect("chmod 2750");
+        }
+        for name in ["trove.passwd", "trove.acl"] {
+            let path = dir.join(name);
+            if !path.exists() {
+                fs::write(&path, "").expect("creating an empty Mosquitto auth file");
+            }
+        }
+        Mosquitto::start_with(&format!(
+            "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+            dir.join("trove.passwd").display(),
+            dir.join("trove.acl").display()
+        ))
+    }
+
+    /// SIGHUP: Mosquitto reads its password and ACL files again.
+    pub fn reload(&self) {
+        let pid = self.child.as_ref().expect("mosquitto is running").id();
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(
+            unsafe { libc::kill(pid as i32, libc::SIGHUP) },
+            0,
+            "SIGHUP to mosquitto"
+        );
+    }
+
+    fn start_with(auth: &str) -> Mosquitto {
         let dir = tempfile::Builder::new()
             .prefix("trove-mosquitto-")
             .tempdir()
@@ -1645,7 +1688,7 @@ impl Mosquitto {
             fs::write(
                 &conf,
                 format!(
-                    "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                    "listener {port} 127.0.0.1\n{auth}persistence false\n\
                      log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n\
                      log_type information\nconnection_messages true\n"
                 ),
@@ -1705,6 +1748,16 @@ impl Drop for Mosquitto {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The ID of group `name`, from /etc/group.
+fn group_id(name: &str) -> Option<u32> {
+    let groups = fs::read_to_string("/etc/group").ok()?;
+    groups.lines().find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.nth(1)?.parse().ok()
+    })
 }
 
 /// Starts `mosquitto -c conf` and waits until `port` accepts; `None` if it exited first

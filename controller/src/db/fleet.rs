@@ -109,6 +109,24 @@ impl Db {
         Ok(v.and_then(|v| v.try_into().ok()))
     }
 
+    /// Every enrolled node with its enrollment secret (for an external broker's password file).
+    pub async fn node_secrets(&self) -> anyhow::Result<std::collections::BTreeMap<NodeId, [u8; 32]>> {
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as("SELECT id, secret FROM nodes")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|(id, secret)| {
+                let node: NodeId = id
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("bad node ID {id:?} in the database"))?;
+                let secret: [u8; 32] = secret
+                    .try_into()
+                    .map_err(|_| anyhow::anyhow!("node {id}: the secret is not 32 bytes"))?;
+                Ok((node, secret))
+            })
+            .collect()
+    }
+
     pub async fn nodes(&self) -> anyhow::Result<Vec<NodeRow>> {
         let rows = sqlx::query(
             "SELECT id, num, name, state, state_since, boot_id, have_seq, needs_inventory, data_addr, capacity_bytes, \
