@@ -2203,6 +2203,38 @@ pub fn html_input_value(html: &str, name: &str) -> Option<String> {
     Some(tag[v..].split('"').next()?.to_owned())
 }
 
+/// Connects an MQTT client to `addr` (logged in as `login`, if given) and waits up to
+/// `within` for the broker's answer; `Err` with the reason when it refuses.
+pub async fn mqtt_connect(
+    addr: SocketAddr,
+    within: Duration,
+    client_id: &str,
+    login: Option<(String, String)>,
+) -> Result<(rumqttc::AsyncClient, rumqttc::EventLoop), String> {
+    use rumqttc::{ConnectReturnCode, Event, Packet};
+    let mut opts = rumqttc::MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
+    opts.set_keep_alive(Duration::from_secs(5));
+    let max_packet = trove_common::control::PAYLOAD_BYTES_MAX + 4096;
+    opts.set_max_packet_size(max_packet, max_packet);
+    if let Some((user, password)) = login {
+        opts.set_credentials(user, password);
+    }
+    let (client, mut events) = rumqttc::AsyncClient::new(opts, 64);
+    let connected = tokio::time::timeout(within, async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => return Ok(()),
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => return Err(format!("refused: {:?}", ack.code)),
+                Ok(_) => {}
+                Err(e) => return Err(format!("refused: {e}")),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no answer from the broker".to_owned())?;
+    connected.map(|()| (client, events))
+}
+
 /// Publishes every message at QoS 1 (retained or not) and waits up to `within` until the
 /// broker has acknowledged them all: what the forged-message tests send really arrived.
 pub async fn publish_all(

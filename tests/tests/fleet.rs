@@ -16,7 +16,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectReturnCode, Event, EventLoop, MqttOptions, Packet};
 use serde::Deserialize;
 use trove_common::api::{ApiErrorBody, FileStatus, NodeView, ShareRequest, ShareResponse};
 use trove_common::control::{self, Have, JoinToken, NodeInfo, NodeSecret, NodeState};
@@ -551,34 +550,6 @@ fn sharing_the_same_bytes_twice_uploads_nothing_mosquitto_postgres() {
 // ---------------------------------------------------------------------------------------------
 // 5. Bad input
 
-/// Connects an MQTT client to `addr`; `Err` with the reason when the broker refuses.
-async fn mqtt_connect(
-    addr: SocketAddr,
-    client_id: &str,
-    login: Option<(String, String)>,
-) -> Result<(AsyncClient, EventLoop), String> {
-    let mut opts = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
-    opts.set_keep_alive(Duration::from_secs(5));
-    opts.set_max_packet_size(control::PAYLOAD_BYTES_MAX + 4096, control::PAYLOAD_BYTES_MAX + 4096);
-    if let Some((user, password)) = login {
-        opts.set_credentials(user, password);
-    }
-    let (client, mut events) = AsyncClient::new(opts, 64);
-    let connected = tokio::time::timeout(INGEST_DEADLINE, async {
-        loop {
-            match events.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => return Ok(()),
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => return Err(format!("refused: {:?}", ack.code)),
-                Ok(_) => {}
-                Err(e) => return Err(format!("refused: {e}")),
-            }
-        }
-    })
-    .await
-    .map_err(|_| "no answer from the broker".to_owned())?;
-    connected.map(|()| (client, events))
-}
-
 /// The fleet's facts that no forged or malformed input may change.
 fn fleet_facts(c: &Controller) -> BTreeMap<String, (String, Option<String>, i64)> {
     cli_nodes(c)
@@ -719,13 +690,20 @@ fn bad_input(kind: StackKind) {
         match kind {
             StackKind::EmbeddedSqlite => {
                 // No credentials, or the real node's name with a wrong password: refused.
-                let anonymous = mqtt_connect(broker, "intruder-anon", None).await;
+                let anonymous = mqtt_connect(broker, INGEST_DEADLINE, "intruder-anon", None).await;
                 assert!(anonymous.is_err(), "the embedded broker let an anonymous client in");
-                let wrong = mqtt_connect(broker, "intruder", Some((node_id.to_string(), "00".repeat(32)))).await;
+                let wrong = mqtt_connect(
+                    broker,
+                    INGEST_DEADLINE,
+                    "intruder",
+                    Some((node_id.to_string(), "00".repeat(32))),
+                )
+                .await;
                 assert!(wrong.is_err(), "the embedded broker let a wrong password in");
                 // The node's own credentials (stolen): what it sends must still verify.
                 let (client, mut events) = mqtt_connect(
                     broker,
+                    INGEST_DEADLINE,
                     "intruder-with-creds",
                     Some((node_id.to_string(), secret.password())),
                 )
@@ -736,7 +714,7 @@ fn bad_input(kind: StackKind) {
             }
             StackKind::MosquittoPostgres => {
                 // Anonymous Mosquitto lets anyone publish anywhere: the MAC is the wall.
-                let (client, mut events) = mqtt_connect(broker, "intruder-anon", None)
+                let (client, mut events) = mqtt_connect(broker, INGEST_DEADLINE, "intruder-anon", None)
                     .await
                     .expect("anonymous login on the test Mosquitto");
                 publish_all(&client, &mut events, &forged, true, INGEST_DEADLINE).await;
