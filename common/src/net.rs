@@ -89,8 +89,13 @@ pub async fn read_header<R: AsyncRead + Unpin>(r: &mut R, buf: &mut Vec<u8>) -> 
 /// the rest straight from the socket into the vector's spare room. A chunk body is thus
 /// copied once, never zeroed first, and never passed through the read buffer (which a
 /// plain `read_exact` does for the last buffer's worth of every body): on the gateway's
-/// streaming path those two passes cost as much as a third of a copy per chunk.
-async fn read_body(r: &mut BufReader<OwnedReadHalf>, n: usize, body: &mut Vec<u8>) -> Result<(), NetError> {
+/// streaming path those two passes cost as much as a third of a copy per chunk. Both ends
+/// read bodies this way (troved its puts).
+pub async fn read_body<R: AsyncRead + Unpin>(
+    r: &mut BufReader<R>,
+    n: usize,
+    body: &mut Vec<u8>,
+) -> Result<(), NetError> {
     body.clear();
     body.reserve_exact(n);
     let buffered = r.buffer();
@@ -108,7 +113,8 @@ async fn read_body(r: &mut BufReader<OwnedReadHalf>, n: usize, body: &mut Vec<u8
     Ok(())
 }
 
-fn eof_is_closed(e: std::io::Error) -> NetError {
+/// An early end of stream is the peer closing; any other error is I/O.
+pub fn eof_is_closed(e: std::io::Error) -> NetError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         NetError::Closed
     } else {

@@ -12,7 +12,7 @@ pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection may sit idle between frames, or mid-frame.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
-/// Socket buffer sizes.
+/// The write buffer of a connection (replies are headers; chunk bodies go by `sendfile`).
 pub const IO_BUFFER_BYTES: usize = 256 * 1024;
 /// How many chunks the scrubber lists at a time.
 pub const SCRUB_PAGE_CHUNKS: usize = 256;

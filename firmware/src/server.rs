@@ -119,7 +119,8 @@ pub async fn serve(listener: TcpListener, node: Arc<Node>) -> std::io::Result<()
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, node: &Node) -> Result<(), NetError> {
     stream.set_nodelay(true)?;
     let (rd, wr) = stream.into_split();
-    let mut reader = BufReader::with_capacity(IO_BUFFER_BYTES, rd);
+    // A small read buffer: put bodies go straight into their vector (`net::read_body`).
+    let mut reader = BufReader::with_capacity(net::READ_BUFFER_BYTES, rd);
     let mut writer = BufWriter::with_capacity(IO_BUFFER_BYTES, wr);
 
     let mut hello = [0u8; wire::CLIENT_HELLO_BYTES];
@@ -399,11 +400,10 @@ async fn receive_put(
         return Ok(resp);
     }
     let _budget = node.hold_body(len).await;
-    let mut body = vec![0u8; chunk.len() as usize];
-    tokio::time::timeout(BODY_TIMEOUT, reader.read_exact(&mut body))
+    let mut body = Vec::new();
+    tokio::time::timeout(BODY_TIMEOUT, net::read_body(reader, chunk.len() as usize, &mut body))
         .await
-        .map_err(|_| NetError::Timeout(BODY_TIMEOUT))?
-        .map_err(eof_is_closed)?;
+        .map_err(|_| NetError::Timeout(BODY_TIMEOUT))??;
     meter.received(len);
     let store = node.store.clone();
     match tokio::task::spawn_blocking(move || store.put(&chunk, &body)).await {
@@ -488,14 +488,6 @@ async fn discard(reader: &mut BufReader<OwnedReadHalf>, len: u64) -> Result<(), 
         return Err(NetError::Closed);
     }
     Ok(())
-}
-
-fn eof_is_closed(e: std::io::Error) -> NetError {
-    if e.kind() == std::io::ErrorKind::UnexpectedEof {
-        NetError::Closed
-    } else {
-        e.into()
-    }
 }
 
 /// Answers the requests that carry no body and send none back.
