@@ -305,6 +305,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", args.http))?;
     let http_addr = listener.local_addr()?;
+    // No Nagle (as nginx on kept-alive connections): the gateway writes a response's
+    // headers, then its first verified bytes a moment later, and those must not wait for
+    // the browser to ACK the headers. (On loopback ACKs come at once: no difference there.)
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY on an HTTP connection failed");
+        }
+    });
     write_atomically(&args.data.join("http.addr"), http_addr.to_string().as_bytes())?;
     let shown = if http_addr.ip().is_unspecified() {
         SocketAddr::new(lan_ip(), http_addr.port())
