@@ -219,33 +219,55 @@ async fn send_chunk(
         node,
         meter,
         &Response::Chunk { req, range },
-        &file,
-        range,
+        FileBody {
+            file: &file,
+            range,
+            with_header: 0,
+        },
     )
     .await
 }
 
-/// Sends `resp`'s header, then bytes `range` of `file` as its body with `sendfile`.
+/// A reply's body, sent from a chunk file.
+struct FileBody<'a> {
+    file: &'a std::fs::File,
+    range: ByteRange,
+    /// Bytes of it that leave in the same segment as the header.
+    with_header: u32,
+}
+
+/// Sends `resp`'s header, then `body` with `sendfile`.
 async fn send_from_file(
     writer: &mut BufWriter<OwnedWriteHalf>,
     scratch: &mut Vec<u8>,
     node: &Node,
     meter: &Meter<'_>,
     resp: &Response,
-    file: &std::fs::File,
-    range: ByteRange,
+    body: FileBody<'_>,
 ) -> Result<(), NetError> {
-    net::write_response_header(writer, scratch, resp).await?;
-    // The header must leave before the body goes around the buffer.
-    writer.flush().await?;
-    sendfile_all(
-        writer.get_ref().as_ref(),
+    let FileBody {
         file,
-        u64::from(range.start()),
-        range.len() as usize,
-        meter,
-    )
-    .await?;
+        range,
+        with_header,
+    } = body;
+    let start = u64::from(range.start());
+    let (len, early) = (range.len() as usize, with_header.min(range.len()) as usize);
+    // Corked, the header and the body's start leave in one segment: the reader wakes once,
+    // with bytes it can use. Only that far: corked for a whole chunk, a stream ran at two
+    // thirds of the speed.
+    if early > 0 {
+        set_cork(writer.get_ref().as_ref(), true);
+    }
+    net::write_response_header(writer, scratch, resp).await?;
+    // The header must be in the socket before the body goes around the buffer.
+    writer.flush().await?;
+    let stream: &TcpStream = writer.get_ref().as_ref();
+    let sent = sendfile_all(stream, file, start, early, meter).await;
+    if early > 0 {
+        set_cork(stream, false);
+    }
+    sent?;
+    sendfile_all(stream, file, start + early as u64, len - early, meter).await?;
     node.bytes_served.fetch_add(u64::from(range.len()), Ordering::Relaxed);
     Ok(())
 }
@@ -278,7 +300,13 @@ async fn send_blocks(
             range,
             cvs: v.cvs().to_vec(),
         };
-        return send_from_file(writer, scratch, node, meter, &resp, &file, range).await;
+        // The first block goes with the CVs: the reader needs both before its first byte.
+        let body = FileBody {
+            file: &file,
+            range,
+            with_header: blocks::BLOCK_BYTES,
+        };
+        return send_from_file(writer, scratch, node, meter, &resp, body).await;
     }
     let _budget = node.hold_body(u64::from(chunk.len())).await;
     let read = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
@@ -333,6 +361,23 @@ fn blocks_from(v: &BlockVerifier, from_block: u32) -> ByteRange {
     let start = v.block_range(from_block).start;
     // Invariant: the request decoded, so `from_block` is a block of this non-empty chunk.
     ByteRange::new(start, v.chunk().len()).expect("from_block lies inside the chunk")
+}
+
+/// TCP_CORK on or off: while on, the kernel sends only full segments; off, it sends what is
+/// left at once. Best effort: uncorked, the bytes only leave in more segments.
+fn set_cork(stream: &TcpStream, on: bool) {
+    use std::os::fd::AsRawFd;
+    let v: libc::c_int = on.into();
+    // SAFETY: a valid socket and a c_int option value of the size given.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
 }
 
 async fn sendfile_all(
