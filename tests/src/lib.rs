@@ -2056,6 +2056,26 @@ impl WebClient {
         a
     }
 
+    /// [`web_request_chunked`] with this client's cookies (it keeps none the answer sets).
+    pub fn request_chunked(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        piece: &[u8],
+        pieces: usize,
+    ) -> WebAnswer {
+        web_request_chunked(
+            &format!("{}{path}", self.base),
+            method,
+            &self.cookie_header(),
+            headers,
+            piece,
+            pieces,
+        )
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
     fn cookie_header(&self) -> String {
         self.cookies
             .iter()
@@ -2097,20 +2117,7 @@ pub fn web_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> std::io::Result<WebAnswer> {
-    use std::io::{BufRead, BufReader};
-    let rest = url
-        .strip_prefix("http://")
-        .unwrap_or_else(|| panic!("{url:?} is not an http:// URL"));
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)?
-        .next()
-        .ok_or_else(|| std::io::Error::other(format!("{host} resolves to nothing")))?;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
-    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
-    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    let (mut stream, host, path) = connect_web(url)?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     if !cookies.is_empty() {
         req.push_str(&format!("Cookie: {cookies}\r\n"));
@@ -2124,6 +2131,66 @@ pub fn web_request(
     req.push_str("\r\n");
     stream.write_all(req.as_bytes())?;
     let _ = stream.write_all(body);
+    read_web_answer(stream, method)
+}
+
+/// Like [`web_request`], with a body sent `Transfer-Encoding: chunked`, `pieces` of `piece`
+/// each, as a client that does not say how much it will send; stops sending, without the
+/// last chunk, if the server stops reading (it answered early).
+pub fn web_request_chunked(
+    url: &str,
+    method: &str,
+    cookies: &str,
+    headers: &[(&str, &str)],
+    piece: &[u8],
+    pieces: usize,
+) -> std::io::Result<WebAnswer> {
+    let (mut stream, host, path) = connect_web(url)?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if !cookies.is_empty() {
+        req.push_str(&format!("Cookie: {cookies}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("Transfer-Encoding: chunked\r\n\r\n");
+    stream.write_all(req.as_bytes())?;
+    let sent = (|| -> std::io::Result<()> {
+        for _ in 0..pieces {
+            stream.write_all(format!("{:x}\r\n", piece.len()).as_bytes())?;
+            stream.write_all(piece)?;
+            stream.write_all(b"\r\n")?;
+        }
+        stream.write_all(b"0\r\n\r\n")
+    })();
+    if let Err(e) = sent {
+        // The answer may be there already (a refusal mid-body); a reset may have lost it.
+        eprintln!("sending the chunked body stopped: {e}");
+    }
+    read_web_answer(stream, method)
+}
+
+/// The socket, `host:port` and path of an `http://` URL.
+fn connect_web(url: &str) -> std::io::Result<(std::net::TcpStream, String, String)> {
+    let rest = url
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("{url:?} is not an http:// URL"));
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host)?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{host} resolves to nothing")))?;
+    let stream = std::net::TcpStream::connect_timeout(&addr, HTTP_TIMEOUT)?;
+    stream.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    stream.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    Ok((stream, host.to_owned(), path.to_owned()))
+}
+
+/// Reads the answer to a `method` request from `stream`.
+fn read_web_answer(stream: std::net::TcpStream, method: &str) -> std::io::Result<WebAnswer> {
+    use std::io::{BufRead, BufReader};
     let mut r = BufReader::new(stream);
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
     let mut line = String::new();

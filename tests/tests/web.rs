@@ -654,6 +654,62 @@ fn a_browser_session_runs_out_after_its_lifetime_and_a_cli_token_does_not() {
     assert!(tokens.iter().any(|t| t.current && t.label == "login"), "{tokens:?}");
 }
 
+/// Free bytes for an unprivileged writer on the filesystem holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).unwrap();
+    // SAFETY: zeroed is a valid statvfs (plain integers); `c` is a NUL-terminated path.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::statvfs(c.as_ptr(), &mut st) },
+        0,
+        "statvfs {}",
+        dir.display()
+    );
+    (st.f_bavail as u64).saturating_mul(st.f_frsize as u64)
+}
+
+#[test]
+fn an_upload_that_runs_the_disk_low_midway_is_refused_with_507_and_leaves_nothing() {
+    // Pins: an upload that does not say its size (chunked) is let in while there is room,
+    // and refused with 507 at the free-space check after 256 MiB once what it spooled leaves
+    // less than the reserve: the spool file is removed and nothing is registered. The reserve
+    // is set 128 MiB under what is free now, so the disk "fills" halfway through.
+    let tmp = std::env::temp_dir();
+    let free = free_bytes(&tmp);
+    assert!(free > 512 << 20, "this test needs 512 MiB free in {}", tmp.display());
+    let reserve = free - (128 << 20);
+    let s = Stack::start(
+        StackKind::EmbeddedSqlite,
+        Controller::builder()
+            .arg("--upload-reserve-bytes")
+            .arg(&reserve.to_string()),
+        0,
+    );
+    let mut alice = signup_form(&s, "alice");
+    let csrf = csrf_of(&mut alice);
+    let piece = vec![9u8; 1 << 20];
+    let path = format!("/share/upload?{}", form_encode(&[("name", "endless.bin")]));
+    let headers = [
+        ("Content-Type", "application/octet-stream"),
+        ("X-CSRF-Token", csrf.as_str()),
+    ];
+    let r = alice.request_chunked("POST", &path, &headers, &piece, 320);
+    assert_eq!(r.status, 507, "{}", r.text());
+    let answer: serde_json::Value = serde_json::from_slice(&r.body).expect("a JSON error");
+    assert_eq!(answer["error"].as_str(), Some("insufficient_storage"), "{answer}");
+    let uploads = s.controller.data_dir().join("uploads");
+    wait_until(Duration::from_secs(10), "the spool file to be removed", || {
+        std::fs::read_dir(&uploads).expect("DATA/uploads").next().is_none()
+    });
+    // Deleted and closed: the space is free again.
+    wait_until(Duration::from_secs(10), "the spooled space to be free again", || {
+        free_bytes(&tmp) > reserve
+    });
+    let r = api_search(&s, &token_of(&alice), "");
+    assert_eq!(r.total, 0, "nothing is registered: {:?}", r.hits);
+}
+
 #[test]
 fn an_upload_the_disk_has_no_room_for_is_refused_with_507_and_leaves_nothing() {
     // Pins: before reading a byte, an upload whose declared size would leave less than the
