@@ -2118,13 +2118,7 @@ pub fn web_request(
     body: &[u8],
 ) -> std::io::Result<WebAnswer> {
     let (mut stream, host, path) = connect_web(url)?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    if !cookies.is_empty() {
-        req.push_str(&format!("Cookie: {cookies}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
+    let mut req = request_head(method, &host, &path, cookies, headers);
     if !body.is_empty() || method == "POST" || method == "PUT" {
         req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
@@ -2146,13 +2140,7 @@ pub fn web_request_chunked(
     pieces: usize,
 ) -> std::io::Result<WebAnswer> {
     let (mut stream, host, path) = connect_web(url)?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    if !cookies.is_empty() {
-        req.push_str(&format!("Cookie: {cookies}\r\n"));
-    }
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
+    let mut req = request_head(method, &host, &path, cookies, headers);
     req.push_str("Transfer-Encoding: chunked\r\n\r\n");
     stream.write_all(req.as_bytes())?;
     let sent = (|| -> std::io::Result<()> {
@@ -2168,6 +2156,18 @@ pub fn web_request_chunked(
         eprintln!("sending the chunked body stopped: {e}");
     }
     read_web_answer(stream, method)
+}
+
+/// A request's line and headers, without the blank line that ends them.
+fn request_head(method: &str, host: &str, path: &str, cookies: &str, headers: &[(&str, &str)]) -> String {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if !cookies.is_empty() {
+        req.push_str(&format!("Cookie: {cookies}\r\n"));
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req
 }
 
 /// The socket, `host:port` and path of an `http://` URL.
