@@ -113,8 +113,7 @@ pub async fn read_body<R: AsyncRead + Unpin>(
     Ok(())
 }
 
-/// An early end of stream is the peer closing; any other error is I/O.
-pub fn eof_is_closed(e: std::io::Error) -> NetError {
+fn eof_is_closed(e: std::io::Error) -> NetError {
     if e.kind() == std::io::ErrorKind::UnexpectedEof {
         NetError::Closed
     } else {

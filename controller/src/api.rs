@@ -150,7 +150,6 @@ pub fn request_token<'h>(method: &Method, headers: &'h HeaderMap) -> Option<&'h 
         })
 }
 
-/// Who holds `token` (counted and refused like every API request).
 /// Who `token` speaks for: nobody if it is unknown or revoked, its user disabled, or it is
 /// a browser session that has run out (revoked here, so it leaves the token list and no
 /// later check has to work it out again). The one token check: the API's, the gateway's
@@ -168,6 +167,7 @@ pub async fn owner_of_token(app: &App, token: &str) -> anyhow::Result<Option<cra
     Ok(Some(o))
 }
 
+/// Who holds `token` (counted and refused like every API request).
 pub async fn caller_of_token(app: &App, token: Option<&str>) -> Result<Caller, ApiError> {
     app.metrics.http_requests.fetch_add(1, Ordering::Relaxed);
     let Some(token) = token else {

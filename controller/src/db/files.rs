@@ -76,11 +76,11 @@ pub const SEARCH_CANDIDATES: u32 = 2000;
 /// (its IDF: a plain walk of the word's list, about 0.07 µs a match).
 pub const FTS_WINDOW: u32 = SEARCH_CANDIDATES;
 
-/// One ranked result: the file, its relevance in (0, 1], and its score.
 /// The order of search results (over `r` and `page` in [`Db::search`]): files nobody can
 /// download now last, then by score, newest, ID.
 const RANK_ORDER: &str = "CASE WHEN b > 0 THEN 0 ELSE 1 END, score DESC, newest DESC, id";
 
+/// One ranked result: the file, its relevance in (0, 1], and its score.
 pub struct Ranked {
     pub file_id: FileId,
     pub relevance: f64,

@@ -286,12 +286,7 @@ impl Fetcher {
             let got = self.ask_holder(h, chunk).await;
             self.end(h.node, chunk.len(), got.is_ok());
             match got {
-                Ok(body) => {
-                    metrics.gateway_chunks_fetched.fetch_add(1, Ordering::Relaxed);
-                    let bytes = Bytes::from(body);
-                    self.cache.lock().expect("cache lock").insert(chunk, bytes.clone());
-                    return Ok(bytes);
-                }
+                Ok(body) => return Ok(self.fetched(metrics, chunk, body)),
                 Err(e) => {
                     tracing::warn!(node = %h.node, addr = %h.addr, offset = chunk.offset(), error = %e,
                         "gateway: holder failed, trying the next");
@@ -455,10 +450,15 @@ impl Fetcher {
             whole[..front.len()].copy_from_slice(&front);
         }
         self.put_back(h.node, c);
+        Ok(self.fetched(metrics, chunk, whole))
+    }
+
+    /// A chunk fetched and verified, by either path: counted and cached.
+    fn fetched(&self, metrics: &Metrics, chunk: ChunkId, body: Vec<u8>) -> Bytes {
         metrics.gateway_chunks_fetched.fetch_add(1, Ordering::Relaxed);
-        let whole = Bytes::from(whole);
-        self.cache.lock().expect("cache lock").insert(chunk, whole.clone());
-        Ok(whole)
+        let bytes = Bytes::from(body);
+        self.cache.lock().expect("cache lock").insert(chunk, bytes.clone());
+        bytes
     }
 
     /// A connection to `h` on which a get-blocks for `chunk` was answered with checked block
